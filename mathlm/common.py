@@ -1,0 +1,211 @@
+"""What every stage needs, in one small module: config → CLI flags, device and dtype
+pick, autocast, atomic writes, one-line errors, seeding.
+
+Nothing here does work at import time; every stage imports what it needs:
+    from mathlm.common import parse_config, pick_device, atomic_save, die
+"""
+import argparse
+import contextlib
+import dataclasses
+import hashlib
+import json
+import os
+import random
+import sys
+import typing
+
+
+# -----------------------------------------------------------------------------
+# errors: a stage that cannot go on says why in one line and exits non-zero
+
+def die(msg):
+    """Exit with `error: msg` on stderr, status 1, no traceback."""
+    raise SystemExit(f"error: {msg}")
+
+
+# -----------------------------------------------------------------------------
+# config dataclass → argparse: every field is a flag spelled like the field
+
+def _field_type(f):
+    t = f.type
+    if isinstance(t, str):  # `from __future__ import annotations` leaves strings
+        t = {"int": int, "float": float, "str": str, "bool": bool}.get(t, t)
+    return t
+
+
+def build_parser(cls, presets=None, description=None):
+    p = argparse.ArgumentParser(description=description or (cls.__doc__ or "").strip() or None,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    if presets:
+        p.add_argument("--preset", choices=sorted(presets), default=None,
+                       help="named recipe; explicit flags override it")
+    for f in dataclasses.fields(cls):
+        t = _field_type(f)
+        default = f.default if f.default is not dataclasses.MISSING else (
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+        flag = f"--{f.name}"
+        if t is bool:
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
+                           help=f"(default {default})")
+        elif typing.get_origin(t) is list or t is list:
+            args = typing.get_args(t)
+            p.add_argument(flag, nargs="+", type=args[0] if args else str, default=None,
+                           help=f"(default {default})")
+        else:
+            p.add_argument(flag, type=t, default=None, help=f"(default {default})")
+    return p
+
+
+def parse_config(cls, presets=None, argv=None, description=None):
+    """Defaults ← preset ← explicit flags. Returns an instance of the dataclass `cls`."""
+    p = build_parser(cls, presets, description)
+    args = p.parse_args(argv)
+    kw = {}
+    preset = getattr(args, "preset", None)
+    if preset:
+        kw.update(presets[preset])
+    for f in dataclasses.fields(cls):
+        v = getattr(args, f.name)
+        if v is not None:
+            kw[f.name] = v
+    unknown = set(kw) - {f.name for f in dataclasses.fields(cls)}
+    if unknown:  # a preset naming a field that does not exist is a bug in the stage
+        raise ValueError(f"preset {preset!r} sets unknown fields {sorted(unknown)}")
+    cfg = cls(**kw)
+    if hasattr(cfg, "preset"):
+        cfg.preset = preset or getattr(cfg, "preset")
+    return cfg
+
+
+def config_dict(cfg):
+    """A config as plain data, for checkpoints and JSON."""
+    return dataclasses.asdict(cfg)
+
+
+# -----------------------------------------------------------------------------
+# device and precision
+
+def pick_device(device="auto", verbose=True):
+    """auto → cuda, then mps, then cpu."""
+    import torch
+    if device == "auto":
+        if torch.cuda.is_available():
+            device = "cuda"
+        elif getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            device = "mps"
+        else:
+            device = "cpu"
+    elif device.startswith("cuda") and not torch.cuda.is_available():
+        die(f"--device {device} asked for, but torch sees no CUDA GPU; use --device auto or cpu")
+    return device
+
+
+def pick_dtype(device, dtype="auto", verbose=True):
+    """The autocast dtype for `device`; 'auto' = bf16 where it is fast (CUDA with bf16), else fp32.
+    Returns a torch.dtype and prints the choice with its reason."""
+    import torch
+    device_type = device.split(":")[0]
+    if dtype == "auto":
+        if device_type == "cuda" and torch.cuda.is_bf16_supported():
+            out, why = torch.bfloat16, "cuda supports bf16"
+        else:
+            out, why = torch.float32, f"bf16 → fp32: {device_type}"
+    else:
+        out = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16,
+               "float16": torch.float16, "fp32": torch.float32, "float32": torch.float32}.get(dtype)
+        if out is None:
+            die(f"unknown dtype {dtype!r}; use auto, bf16, fp16 or fp32")
+        why = "asked for"
+    if verbose:
+        print(f"device {device} | dtype {str(out).replace('torch.', '')} ({why})")
+    return out
+
+
+def autocast(device, dtype):
+    """Mixed-precision context for the forward pass; a no-op for fp32."""
+    import torch
+    if dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.split(":")[0], dtype=dtype)
+
+
+def set_seed(seed):
+    import numpy as np
+    import torch
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+# -----------------------------------------------------------------------------
+# outputs: write a temp file, then os.replace — a crash mid-write leaves the old file whole
+
+def _tmp(path):
+    return f"{path}.tmp.{os.getpid()}"
+
+
+def atomic_save(obj, path):
+    """torch.save(obj) to `path` atomically."""
+    import torch
+    tmp = _tmp(path)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def atomic_write(path, data):
+    """Write str or bytes to `path` atomically."""
+    tmp = _tmp(path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data.encode("utf-8") if isinstance(data, str) else data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def atomic_write_json(path, obj):
+    atomic_write(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+@contextlib.contextmanager
+def atomic_open(path, mode="wb"):
+    """`with atomic_open(p) as f:` — f is a temp file that becomes `p` only if the block finishes."""
+    tmp = _tmp(path)
+    try:
+        with open(tmp, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def sha256_file(path, n=None):
+    """Hex sha256 of a file's bytes; `n` keeps the first n hex digits."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:n] if n else h.hexdigest()
+
+
+def human(n):
+    """12345678 → '12.3M'."""
+    for unit in ["", "K", "M", "G", "T"]:
+        if abs(n) < 1000:
+            return f"{n:.3g}{unit}" if unit else f"{n:g}"
+        n /= 1000
+    return f"{n:.3g}P"
+
+
+def eprint(*a):
+    print(*a, file=sys.stderr)
