@@ -1,0 +1,120 @@
+"""Train the 32k byte-level BPE math tokenizer.
+
+    python scripts/train_tokenizer.py                         # openwebmath.txt, else the Q/A jsonl here
+    python scripts/train_tokenizer.py --input 'corpus/*.txt' --vocab_size 32768
+    python scripts/train_tokenizer.py --preset tiny           # 4k vocab, for the CPU pipeline
+
+Reads: --input files or globs (.txt read as raw text; .jsonl as canonical Q/A rows with
+"question"/"answer", rendered as "Q: ...\\nA: ...\\n\\n"). When the default openwebmath.txt is
+absent, it falls back to every `<name>.jsonl` training file in --data_dir (never `*_test.jsonl`,
+so no test question shapes the vocabulary) — the offline default the downloaders'
+`--text_only` mode prepares.
+Writes: --out_dir (math_tokenizer/): tokenizer.json, vocab.json, merges.txt, tokenizer_config.json.
+The folder is built beside the target and swapped in whole, so a crash leaves the old one intact.
+"""
+import glob
+import json
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from mathlm.common import die, parse_config  # noqa: E402
+from mathlm.format import qa_text  # noqa: E402
+from mathlm.tokenizer import MathTokenizer, iter_text_files  # noqa: E402
+
+
+@dataclass
+class Config:
+    input: list[str] = field(default_factory=lambda: ["openwebmath.txt"])  # files or globs
+    data_dir: str = "."              # where the fallback <name>.jsonl files are looked for
+    out_dir: str = "math_tokenizer"
+    vocab_size: int = 32768          # including the 6 special tokens
+    min_frequency: int = 2           # a pair seen once is noise, not a merge
+    max_mb: int = 0                  # stop reading after this many MB of text (0 = all)
+
+
+PRESETS = {"tiny": dict(vocab_size=4096)}
+
+
+def resolve_inputs(cfg):
+    files = []
+    for pat in cfg.input:
+        hits = sorted(glob.glob(pat)) or sorted(glob.glob(os.path.join(cfg.data_dir, pat)))
+        files += [h for h in hits if os.path.isfile(h)]
+    if files:
+        return files
+    if cfg.input == ["openwebmath.txt"]:  # the default is absent: fall back to the Q/A text here
+        files = sorted(p for p in glob.glob(os.path.join(cfg.data_dir, "*.jsonl"))
+                       if not p.endswith("_test.jsonl"))
+        if files:
+            print(f"openwebmath.txt not found; training on {len(files)} Q/A jsonl file(s) in {cfg.data_dir}")
+            return files
+    die(f"no input text found (looked for {', '.join(cfg.input)} and *.jsonl in {cfg.data_dir}) — "
+        "pass --input FILES, or run a downloader/generator with --text_only first")
+
+
+def iter_texts(files, max_mb=0):
+    """Stream text pieces; .jsonl rows become canonical Q/A text. Stops after max_mb."""
+    budget = max_mb * 1e6 if max_mb else float("inf")
+    seen = 0
+    for path in files:
+        if path.endswith(".jsonl"):
+            with open(path, encoding="utf-8") as f:
+                buf = []
+                for line in f:
+                    try:
+                        row = json.loads(line)
+                        buf.append(qa_text(row["question"], row["answer"]))
+                    except (ValueError, KeyError, TypeError):
+                        continue  # the data stages report malformed rows; here they just don't count
+                    if len(buf) == 1000:
+                        piece = "".join(buf)
+                        buf = []
+                        seen += len(piece)
+                        yield piece
+                        if seen >= budget:
+                            return
+                if buf:
+                    piece = "".join(buf)
+                    seen += len(piece)
+                    yield piece
+        else:
+            for piece in iter_text_files([path]):
+                seen += len(piece)
+                yield piece
+                if seen >= budget:
+                    return
+        if seen >= budget:
+            return
+
+
+def main(argv=None):
+    cfg = parse_config(Config, PRESETS, argv)
+    files = resolve_inputs(cfg)
+    mb = sum(os.path.getsize(f) for f in files) / 1e6
+    print(f"training a {cfg.vocab_size:,}-token BPE on {len(files)} file(s), {mb:,.1f} MB")
+    t0 = time.time()
+    tok = MathTokenizer.train(iter_texts(files, cfg.max_mb), vocab_size=cfg.vocab_size,
+                              min_frequency=cfg.min_frequency)
+    out = os.path.abspath(cfg.out_dir.rstrip("/"))
+    tmp, old = out + ".tmp", out + ".old"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tok.save(tmp)
+    if os.path.exists(out):  # swap the finished folder in whole
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(out, old)
+    os.replace(tmp, out)
+    shutil.rmtree(old, ignore_errors=True)
+    probe = "∇f = 2x, ∫ x^2 dx"
+    pieces = [tok.id_to_token(i) for i in tok.encode(probe)]
+    print(f"vocab {tok.vocab_size:,} | hash {tok.hash} | {time.time() - t0:.1f}s | {probe!r} → {len(pieces)} tokens")
+    print(f"wrote {cfg.out_dir}/ (tokenizer.json, vocab.json, merges.txt, tokenizer_config.json)")
+    return tok
+
+
+if __name__ == "__main__":
+    main()
