@@ -1,0 +1,171 @@
+"""What the three trainers (pretrain, sft, grpo) share: LR schedule, DDP setup, the WandB
+no-op, checkpoints, and building a model from one.
+
+Checkpoint layout (a dict of tensors and plain Python data; `torch.load(weights_only=True)` works):
+    model          state_dict of the raw (uncompiled, un-DDP'd) GPT
+    model_config   GPTConfig as a dict
+    config         the stage's Config as a dict
+    step           optimizer steps done
+    optimizer      AdamW state_dict (absent in exported/stripped checkpoints)
+    rng            {"data": torch.Generator state, "torch": torch RNG state}
+    tokenizer_hash the vocabulary the model was trained with
+    stage          "pretrain" | "sft" | "grpo"
+    history        list of plain dicts (the logged curves, for the report card)
+A `<checkpoint>.json` summary beside it repeats everything but the tensors.
+"""
+import json
+import math
+import os
+import warnings
+
+import torch
+
+from mathlm.common import atomic_save, atomic_write_json, die
+
+
+# -----------------------------------------------------------------------------
+# learning rate: linear warmup, then cosine from lr to min_lr
+
+def get_lr(step, lr, min_lr, warmup_steps, max_steps):
+    if step < warmup_steps:
+        return lr * (step + 1) / warmup_steps  # never 0 at step 0: the first step still learns
+    if step >= max_steps:
+        return min_lr
+    ratio = (step - warmup_steps) / max(1, max_steps - warmup_steps)
+    return min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (lr - min_lr)
+
+
+# -----------------------------------------------------------------------------
+# distributed: torchrun sets RANK/WORLD_SIZE/LOCAL_RANK; without them this is one process
+
+class Dist:
+    def __init__(self, device):
+        self.enabled = int(os.environ.get("RANK", -1)) != -1
+        if self.enabled:
+            import torch.distributed as dist
+            self.rank = int(os.environ["RANK"])
+            self.world = int(os.environ["WORLD_SIZE"])
+            self.local_rank = int(os.environ["LOCAL_RANK"])
+            if device.startswith("cuda"):
+                device = f"cuda:{self.local_rank}"
+                torch.cuda.set_device(device)
+            dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
+        else:
+            self.rank, self.world, self.local_rank = 0, 1, 0
+        self.device = device
+        self.master = self.rank == 0
+
+    def wrap(self, model):
+        if not self.enabled:
+            return model
+        from torch.nn.parallel import DistributedDataParallel as DDP
+        ids = [self.local_rank] if self.device.startswith("cuda") else None
+        return DDP(model, device_ids=ids)
+
+    def mean(self, x):
+        """Average a float across ranks (for logging identical numbers everywhere)."""
+        if not self.enabled:
+            return float(x)
+        import torch.distributed as dist
+        t = torch.tensor([float(x)], dtype=torch.float64)
+        if self.device.startswith("cuda"):
+            t = t.to(self.device)
+        dist.all_reduce(t)
+        return t.item() / self.world
+
+    def barrier(self):
+        if self.enabled:
+            import torch.distributed as dist
+            dist.barrier()
+
+    def close(self):
+        if self.enabled:
+            import torch.distributed as dist
+            dist.destroy_process_group()
+
+
+# -----------------------------------------------------------------------------
+# logging: WandB only when asked, and a failure to reach it never stops training
+
+class DummyWandb:
+    def log(self, *a, **k):
+        pass
+
+    def finish(self):
+        pass
+
+
+def init_wandb(enabled, project, run_name, config, master=True):
+    if not (enabled and master):
+        return DummyWandb()
+    try:
+        import wandb
+        if not (os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_MODE") in ("offline", "disabled")
+                or wandb.api.api_key):
+            raise RuntimeError("not logged in (run `wandb login` or set WANDB_API_KEY)")
+        return wandb.init(project=project, name=run_name, config=config,
+                          settings=wandb.Settings(init_timeout=30))
+    except Exception as e:  # no login, no network, no package: one warning, training goes on
+        warnings.warn(f"wandb disabled: {str(e).splitlines()[0][:120]}", stacklevel=2)
+        return DummyWandb()
+
+
+# -----------------------------------------------------------------------------
+# checkpoints
+
+def save_checkpoint(path, ckpt):
+    """Atomic torch.save plus a JSON summary (everything but tensors) beside it."""
+    atomic_save(ckpt, path)
+    summary = {k: v for k, v in ckpt.items() if k not in ("model", "optimizer", "rng")}
+    atomic_write_json(os.path.splitext(path)[0] + ".json", summary)
+
+
+def load_checkpoint(path, map_location="cpu"):
+    if not os.path.exists(path):
+        die(f"checkpoint {path} not found")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:
+        die(f"checkpoint {path} is unreadable ({str(e).splitlines()[0][:100]}) — it is corrupt or not a mathlm checkpoint")
+    if not isinstance(ckpt, dict) or "model" not in ckpt or "model_config" not in ckpt:
+        die(f"{path} is not a mathlm checkpoint (no model/model_config)")
+    return ckpt
+
+
+def model_from_checkpoint(ckpt, device="cpu", verbose=False):
+    """Build the GPT a checkpoint describes and load its weights."""
+    import contextlib
+    import io
+
+    from mathlm.model.gpt import GPT, GPTConfig
+    mc = GPTConfig(**ckpt["model_config"])
+    quiet = contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO())
+    with quiet:
+        model = GPT(mc)
+    model.load_state_dict(ckpt["model"])
+    return model.to(device)
+
+
+def check_compatible(path, ckpt, model_config, tokenizer_hash):
+    """Refuse to resume or fine-tune from a checkpoint made with another shape or tokenizer."""
+    if tokenizer_hash is not None and ckpt.get("tokenizer_hash") not in (None, tokenizer_hash):
+        die(f"{path} was trained with tokenizer {ckpt.get('tokenizer_hash')}, the current one is "
+            f"{tokenizer_hash} — use the matching math_tokenizer/ or start a new run")
+    if model_config is not None:
+        diff = {k: (ckpt["model_config"].get(k), v) for k, v in model_config.items()
+                if ckpt["model_config"].get(k) != v}
+        if diff:
+            k, (a, b) = next(iter(diff.items()))
+            die(f"{path} has {k}={a}, this run asks for {k}={b} — pass matching flags or start a new run")
+
+
+def write_history(path, history):
+    atomic_write_json(path, history)
+
+
+def read_json(path, default=None):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return default
