@@ -226,6 +226,11 @@ def test_decontaminate_rule():
     ]
     kept, n = decontaminate(pairs, [test_q, short])
     assert n == 3 and [p["answer"] for p in kept] == ["c", "e"]
+    # a long template whose numbers sit at the end: 13 of 15 13-grams shared (0.87), other numbers
+    fixed = ("Use the rules of differentiation that you have learned in this chapter carefully and "
+             "step by step to compute the derivative with respect to x of")
+    assert decontaminate([{"question": fixed + " 3x^2"}], [fixed + " 5x^4"])[1] == 0
+    assert decontaminate([{"question": fixed + " 3x^2, please."}], [fixed + " 3x^2"])[1] == 1
     assert build_test_index({"gsm8k": [test_q]}).match(pairs[1]["question"]) == "gsm8k"
 
 

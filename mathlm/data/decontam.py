@@ -12,13 +12,19 @@ template with other numbers is a different question.
 - the two questions are the same word sequence after normalisation (any length; this is the
   only check for questions shorter than n words), or
 - they share 13-grams covering at least `threshold` (0.8) of the 13-grams of the SHORTER
-  of the two questions. A test question pasted verbatim into a longer training question
-  scores 1.0; a copy with one word edited near the end still scores > 0.9.
+  of the two questions, AND the shorter one's numbers (digit runs, in order) appear in the
+  same order, side by side, among the longer one's numbers.
+A test question pasted verbatim into a longer training question passes both; so does a copy
+with reworded boilerplate near its start or end. The number condition is there because a
+math problem with other numbers is another problem, and n-gram fractions alone cannot see
+that when the numbers sit near the ends: a synthetic template of 25 fixed words ending in
+"... of 3x^2" shares 13 of 15 13-grams (0.87) with the same template ending in "of 5x^4".
 Why not "any shared 13-gram" (GPT-3's rule): GSM8K's own train split has 4 templated
 questions that share 13-grams with test questions but use other numbers ("A train travels
 270 miles in 3 hours. At the same rate, ..." vs "A plane travels 1200 miles in 3 hours. ...");
-their largest overlap is 0.54 of the shorter question (7 of 13), so with 0.8 the real GSM8K train
-split loses none of its 7,473 examples, while any verbatim or near-verbatim copy goes.
+their largest overlap is 0.54 of the shorter question (7 of 13). With this rule the real
+GSM8K train split loses none of its 7,473 examples, while any verbatim copy of a test
+question, reformatted or embedded in more text, goes.
 Only questions are compared: test answers are never part of the index, and a test question
 hidden in a training *answer* is not looked for.
 
@@ -32,6 +38,7 @@ N = 13
 THRESHOLD = 0.8
 
 _WORD = re.compile(r"\w+")
+_DIGITS = re.compile(r"\d+")
 
 
 def words(text):
@@ -52,6 +59,7 @@ class ContamIndex:
         self.grams = {}    # hash(n-gram) -> list of test-question ids holding it
         self.exact = {}    # hash(tuple of all words) -> test-question id
         self.sizes = []    # test id -> number of distinct n-grams
+        self.words = []    # test id -> normalised words (for the number check)
         self.labels = []   # test id -> label of its test set (e.g. "gsm8k_test.jsonl")
 
     def add(self, text, label="test"):
@@ -63,6 +71,7 @@ class ContamIndex:
         for h in grams:
             self.grams.setdefault(h, []).append(tid)
         self.sizes.append(len(grams))
+        self.words.append(ws)
         self.labels.append(label)
 
     def __len__(self):
@@ -81,9 +90,18 @@ class ContamIndex:
             for tid in self.grams.get(h, ()):
                 shared[tid] = shared.get(tid, 0) + 1
         for tid, k in shared.items():
-            if k >= threshold * min(len(grams), self.sizes[tid]):
+            if k >= threshold * min(len(grams), self.sizes[tid]) and _same_numbers(ws, self.words[tid]):
                 return self.labels[tid]
         return None
+
+
+def _same_numbers(a, b):
+    """The shorter word list's numbers (digit runs: "3x" holds 3) occur, in order and side by
+    side, among the longer's."""
+    short, long = sorted((a, b), key=len)
+    ns = [d for w in short for d in _DIGITS.findall(w)]
+    nl = [d for w in long for d in _DIGITS.findall(w)]
+    return any(nl[i:i + len(ns)] == ns for i in range(len(nl) - len(ns) + 1))
 
 
 def build_test_index(test_texts, n=N):
