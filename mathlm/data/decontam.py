@@ -29,8 +29,9 @@ Only questions are compared: test answers are never part of the index, and a tes
 hidden in a training *answer* is not looked for.
 
 Speed: one dict lookup per 13-gram of each training question, keyed by Python's tuple hash
-(collisions at 64 bits are negligible): 860k GSM8K-length questions against the GSM8K test
-split take ~32 s on one CPU core.
+(collisions at 64 bits are negligible); the number check runs only on the rare candidates.
+Measured once on the 2-core dev box: 860k GSM8K-length questions (the train split x115)
+against the 1,319 GSM8K test questions in ~32 s.
 """
 import re
 

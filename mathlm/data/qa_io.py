@@ -335,4 +335,7 @@ def write_qa_dataset(name, train_pairs, test_pairs, out_dir=".", tokenizer_dir="
     print(f"wrote {train_path} ({len(kept):,} train examples)")
     if tok is not None:
         write_qa_bin(name, kept, tok, out_dir, source=source_desc, decontam=dropped)
+    elif os.path.exists(os.path.join(out_dir, f"{name}.bin")):
+        print(f"note: {name}.bin in {out_dir} is from an earlier build, not this text — rerun without "
+              "--text_only to rebuild it")
     return {"train": len(kept), "test": len(test_pairs), "dropped": dropped}
