@@ -159,7 +159,7 @@ def main(argv=None):
     mc = model_config(cfg, tok.vocab_size)
     weights = parse_mixture(cfg.mixture)
     data = Mixture(weights, tokenizer_hash=tok.hash, block_size=cfg.block_size,
-                   data_dir=cfg.data_dir, val_paths={"train.bin": "val.bin"}, verbose=dist.master)
+                   data_dir=cfg.data_dir, val_paths={"train.bin": "val.bin"})
 
     # --- model, optimizer, state ---------------------------------------------
     try:
@@ -209,9 +209,7 @@ def main(argv=None):
                 losses.append(loss.item())
             out[src] = sum(losses) / len(losses)
         raw_model.train()
-        w = {s: weights.get(s, 0.0) for s in out}
-        total = sum(w.values()) or 1.0
-        out["all"] = sum(out[s] * w[s] for s in w) / total  # the mixture-weighted val loss
+        out["all"] = sum(out[s] * data.weights[s] for s in data.sources)  # the mixture-weighted val loss
         return out
 
     def checkpoint(val=None):
@@ -230,7 +228,7 @@ def main(argv=None):
         history.append({"step": step, "val_loss": val["all"], **{f"val_loss/{k}": v for k, v in val.items() if k != "all"}})
         checkpoint()
         if dist.master:
-            per = " | ".join(f"val_loss/{k.removesuffix('.bin')} {v:.4f}" for k, v in val.items() if k != "all")
+            per = " | ".join(f"val_loss/{k} {v:.4f}" for k, v in val.items() if k != "all")
             print(f"step {step:05d}/{cfg.max_steps:05d} | val_loss {val['all']:.4f} | {per} | saved {cfg.out}")
             logger.log({"val_loss": val["all"], **{f"val/{k}": v for k, v in val.items()}}, step=step)
 
