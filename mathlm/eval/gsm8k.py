@@ -1,0 +1,159 @@
+"""GSM8K accuracy: 2-shot chain-of-thought, batched greedy decoding, exact numeric match.
+
+    python -m mathlm.eval.gsm8k --checkpoint checkpoint_mathlm.pt --n 200
+    python -m mathlm.eval.gsm8k --source ../shared/data/gsm8k/test.jsonl --n 0        # all 1,319
+    python -m mathlm.eval.gsm8k --samples 8 --temperature 0.7                          # + maj@8, pass@8
+
+Reads: --checkpoint, --tokenizer, the test set: --source (jsonl in the GSM8K schema,
+question/answer "... #### N"), else gsm8k_test.jsonl here (written by download_gsm8k), else
+the hub (openai/gsm8k, main, test).
+Writes: <out>.jsonl (one row per problem: question, completion, extracted, gold, correct, and
+the samples when asked) and <out>.json (the summary: accuracy with a 95% Wilson interval,
+n, shots, decoding settings, maj@k / pass@k).
+
+The prompt: SHOTS (two fixed GSM8K train examples, below) in the canonical Q/A format, then
+"Q: {question}\\nA:". When the prompt plus max_new_tokens does not fit the model's context
+(the tiny preset's 256 tokens), shots are dropped, and the summary says how many were used.
+Extraction: the number after #### when present, else the last number (mathlm/eval/answers.py).
+"""
+import time
+from dataclasses import dataclass
+
+from tqdm import tqdm
+
+from mathlm.common import atomic_write, atomic_write_json, die, parse_config, pick_device
+from mathlm.eval.answers import extract_number, majority_key, normalize_number, numbers_equal
+from mathlm.eval.harness import complete, load_for_eval, read_rows, subset, wilson_str
+from mathlm.format import qa_prompt, qa_text
+
+# GSM8K train examples #1 and #4 (0-based, openai/gsm8k main train): short, two-step. Their <<a*b=c>>
+# calculator annotations are removed, as download_gsm8k removes them from the training data.
+SHOTS = [
+    ("Weng earns $12 an hour for babysitting. Yesterday, she just did 50 minutes of babysitting. "
+     "How much did she earn?",
+     "Weng earns 12/60 = $0.2 per minute.\nWorking 50 minutes, she earned 0.2 x 50 = $10.\n#### 10"),
+    ("James writes a 3-page letter to 2 different friends twice a week.  How many pages does he "
+     "write a year?",
+     "He writes each friend\n3*2=6 pages a week\nSo he writes\n6*2=12 pages every week\n"
+     "That means he writes\n12*52=624 pages a year\n#### 624"),
+]
+
+
+@dataclass
+class Config:
+    checkpoint: str = "checkpoint_mathlm.pt"
+    tokenizer: str = "math_tokenizer"
+    source: str = ""               # GSM8K-schema jsonl; default gsm8k_test.jsonl, else the hub
+    n: int = 200                   # problems (a seeded subset); 0 = all
+    seed: int = 0
+    shots: int = 2
+    max_new_tokens: int = 256
+    batch_size: int = 32
+    samples: int = 0               # k > 0: also k sampled completions per problem → maj@k, pass@k
+    temperature: float = 0.7       # for the samples; the main accuracy is always greedy
+    top_p: float = 1.0
+    device: str = "auto"
+    out: str = "eval_gsm8k"        # writes <out>.jsonl and <out>.json
+
+
+PRESETS = {"tiny": dict(n=100, max_new_tokens=160), "smoke": dict(n=20, max_new_tokens=48)}
+
+
+def load_test(source):
+    import os
+    if source:
+        return read_rows(source)
+    if os.path.exists("gsm8k_test.jsonl"):
+        return read_rows("gsm8k_test.jsonl")
+    try:
+        from datasets import load_dataset
+        return [dict(r) for r in load_dataset("openai/gsm8k", "main", split="test")]
+    except Exception as e:
+        die(f"no GSM8K test set: no gsm8k_test.jsonl here and the hub failed ({str(e).splitlines()[0][:80]}) "
+            "— pass --source path/to/test.jsonl")
+
+
+def gold_of(row):
+    if row.get("final") is not None:
+        return normalize_number(str(row["final"]))
+    return extract_number(row["answer"])
+
+
+def build_prompt(question, shots, block_size, max_new_tokens, tok):
+    """Few-shot prompt; drops shots until prompt + answer room fits the context."""
+    for k in range(shots, -1, -1):
+        p = "".join(qa_text(q, a) for q, a in SHOTS[:k]) + qa_prompt(question)
+        if len(tok.encode(p)) + min(max_new_tokens, 64) <= block_size:
+            return p, k
+    return qa_prompt(question), 0
+
+
+def pass_at_k_mean(flags, k):
+    from mathlm.eval.stats import pass_at_k
+    return sum(pass_at_k(len(f), sum(f), k) for f in flags) / max(1, len(flags))
+
+
+def main(argv=None):
+    cfg = parse_config(Config, PRESETS, argv)
+    if cfg.shots < 0 or cfg.shots > len(SHOTS):
+        die(f"--shots must be 0..{len(SHOTS)}")
+    device = pick_device(cfg.device)
+    model, tok = load_for_eval(cfg.checkpoint, cfg.tokenizer, device)
+    rows = subset(load_test(cfg.source), cfg.n, cfg.seed)
+    if not rows:
+        die("the test set is empty")
+    prompts, used = zip(*(build_prompt(r["question"], cfg.shots, model.config.block_size,
+                                       cfg.max_new_tokens, tok) for r in rows))
+    t0 = time.time()
+    with tqdm(total=len(rows), desc="gsm8k greedy", unit="q") as bar:
+        greedy = complete(model, tok, list(prompts), cfg.max_new_tokens, cfg.batch_size, progress=bar)
+    samples = None
+    if cfg.samples > 0:
+        with tqdm(total=len(rows), desc=f"gsm8k {cfg.samples} samples", unit="q") as bar:
+            samples = complete(model, tok, list(prompts), cfg.max_new_tokens, max(1, cfg.batch_size // cfg.samples),
+                               num_samples=cfg.samples, temperature=cfg.temperature,
+                               top_p=cfg.top_p if cfg.top_p < 1 else None, seed=cfg.seed, progress=bar)
+            samples = [s if isinstance(s, list) else [s] for s in samples]
+    dt = time.time() - t0
+
+    out_rows, correct, maj_ok, sample_flags = [], 0, 0, []
+    for i, (row, comp) in enumerate(zip(rows, greedy)):
+        gold = gold_of(row)
+        pred = extract_number(comp)
+        ok = pred is not None and gold is not None and numbers_equal(pred, gold)
+        correct += ok
+        rec = {"question": row["question"], "completion": comp, "extracted": pred, "gold": gold,
+               "correct": bool(ok), "shots": used[i]}
+        if samples is not None:
+            preds = [extract_number(s) for s in samples[i]]
+            flags = [p is not None and gold is not None and numbers_equal(p, gold) for p in preds]
+            keys = [majority_key(p) for p in preds if p is not None]
+            vote = max(keys, key=keys.count) if keys else None  # ties: the first seen
+            maj = vote is not None and gold is not None and numbers_equal(vote, gold)
+            maj_ok += maj
+            sample_flags.append(flags)
+            rec.update(samples=samples[i], sample_correct=flags, majority=vote, majority_correct=bool(maj))
+        out_rows.append(rec)
+
+    from mathlm.eval.stats import wilson_interval
+    n = len(rows)
+    lo, hi = wilson_interval(correct, n)
+    summary = {"task": "gsm8k", "checkpoint": cfg.checkpoint, "n": n, "correct": correct,
+               "accuracy": correct / n, "ci95": [lo, hi], "shots": cfg.shots,
+               "shots_used_min": min(used), "decoding": "greedy", "max_new_tokens": cfg.max_new_tokens,
+               "seconds": dt, "problems_per_s": n / dt if dt > 0 else None}
+    if samples is not None:
+        k = cfg.samples
+        summary.update({f"maj@{k}": maj_ok / n, f"pass@{k}": pass_at_k_mean(sample_flags, k),
+                        "pass@1_sampled": pass_at_k_mean(sample_flags, 1), "temperature": cfg.temperature})
+    import json
+    atomic_write(cfg.out + ".jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in out_rows))
+    atomic_write_json(cfg.out + ".json", summary)
+    extra = "".join(f" | {k} {100 * v:.1f}%" for k, v in summary.items() if k.startswith(("maj@", "pass@")))
+    print(f"gsm8k | {cfg.checkpoint} | accuracy {wilson_str(correct, n)} ({correct}/{n}){extra} | {dt:.1f}s")
+    print(f"wrote {cfg.out}.jsonl and {cfg.out}.json")
+    return summary
+
+
+if __name__ == "__main__":
+    main()

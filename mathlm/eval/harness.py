@@ -1,0 +1,117 @@
+"""What both evals share: load a checkpoint and its tokenizer, read test rows, take a seeded
+subset, and turn a list of prompts into completions with batched KV-cache decoding.
+
+    model, tok = load_for_eval("checkpoint_mathlm.pt", "math_tokenizer", device)
+    texts = complete(model, tok, prompts, max_new_tokens=256, batch_size=32)         # greedy
+    texts = complete(model, tok, prompts, num_samples=8, temperature=0.7, seed=0)    # sampled
+
+Batching: prompts are sorted by length so each batch pads little (left padding, per-row
+positions: mathlm/model/gpt.py), and results come back in the caller's order. Greedy decoding
+of a row does not depend on its batch mates (tests/test_eval.py checks batched == one-at-a-time).
+A row stops at eos or once its text reaches the next "Q:" (the model starting a new question).
+"""
+import json
+import os
+import random
+
+import torch
+
+from mathlm.common import die
+from mathlm.format import cut_completion
+
+# checked every few steps: decoding every row every step would cost more than it saves
+STOP_CHECK_EVERY = 4
+
+
+def load_for_eval(checkpoint, tokenizer_dir, device):
+    from mathlm.tokenizer import MathTokenizer
+    from mathlm.train.common import load_checkpoint, model_from_checkpoint
+    ckpt = load_checkpoint(checkpoint)
+    try:
+        tok = MathTokenizer.load(tokenizer_dir)
+    except ValueError as e:
+        die(str(e))
+    if ckpt.get("tokenizer_hash") not in (None, tok.hash):
+        die(f"{checkpoint} was trained with tokenizer {ckpt['tokenizer_hash']}, {tokenizer_dir} is {tok.hash} "
+            "— pass the matching --tokenizer")
+    model = model_from_checkpoint(ckpt, device)
+    model.eval()
+    return model, tok
+
+
+def read_rows(path):
+    """Test rows from a jsonl file; malformed lines are counted and reported, not fatal."""
+    if not os.path.exists(path):
+        die(f"test file {path} not found")
+    rows, bad = [], []
+    with open(path, encoding="utf-8") as f:
+        for i, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                if not isinstance(row, dict) or "question" not in row:
+                    raise ValueError
+                rows.append(row)
+            except ValueError:
+                bad.append(i)
+    if bad:
+        print(f"warning: {path}: skipped {len(bad)} malformed line(s): {bad[:10]}")
+    return rows
+
+
+def subset(rows, n, seed=0):
+    """A fixed, seeded subset of n rows (all rows when n <= 0 or n >= len), in file order."""
+    if n <= 0 or n >= len(rows):
+        return list(rows)
+    keep = sorted(random.Random(seed).sample(range(len(rows)), n))
+    return [rows[i] for i in keep]
+
+
+@torch.no_grad()
+def complete(model, tok, prompts, max_new_tokens=256, batch_size=32, num_samples=1,
+             temperature=0.0, top_k=None, top_p=None, seed=0, progress=None):
+    """Completions for `prompts` (strings), cut at eos / next "Q:". Returns a list of
+    len(prompts) lists of num_samples strings (num_samples=1: a list of strings)."""
+    enc = [tok.encode(p) for p in prompts]
+    block = model.config.block_size
+    for i, ids in enumerate(enc):
+        if len(ids) >= block:
+            enc[i] = ids[-(block - 1):]  # keep the question end; the shots at the front give way
+    order = sorted(range(len(enc)), key=lambda i: len(enc[i]))
+    out = [None] * len(enc)
+    for b0 in range(0, len(order), batch_size):
+        idx = order[b0:b0 + batch_size]
+        batch = [enc[i] for i in idx]
+        room = block - max(len(p) for p in batch)
+        steps = max(1, min(max_new_tokens, room))
+        rows = [[] for _ in range(len(batch) * num_samples)]
+        done = [False] * len(rows)
+        gen = model.generate(batch, steps, temperature=temperature, top_k=top_k, top_p=top_p,
+                             seed=seed + b0, eos_id=tok.eos_id, num_samples=num_samples)
+        for t, step_tokens in enumerate(gen):
+            for r, token in enumerate(step_tokens.tolist()):
+                if not done[r]:
+                    if token == tok.eos_id:
+                        done[r] = True
+                    else:
+                        rows[r].append(token)
+            if (t + 1) % STOP_CHECK_EVERY == 0:
+                for r in range(len(rows)):
+                    if not done[r] and "Q:" in tok.decode(rows[r][-8:]) and \
+                            cut_completion(tok.decode(rows[r])) != tok.decode(rows[r]).strip():
+                        done[r] = True
+            if all(done):
+                break
+        for j, i in enumerate(idx):
+            texts = [cut_completion(tok.decode(rows[j * num_samples + s])) for s in range(num_samples)]
+            out[i] = texts if num_samples > 1 else texts[0]
+        if progress is not None:
+            progress.update(len(idx))
+    return out
+
+
+def wilson_str(k, n):
+    from mathlm.eval.stats import wilson_interval
+    lo, hi = wilson_interval(k, n)
+    return f"{100 * k / max(n, 1):.1f}% [{100 * lo:.1f}, {100 * hi:.1f}]"
