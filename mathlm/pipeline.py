@@ -1,0 +1,251 @@
+"""Every stage in order, each as its own `python -m` step, in the working directory.
+
+    python -m mathlm.pipeline --preset tiny                        # 2 CPU cores, ≤ 30 minutes
+    python -m mathlm.pipeline --preset smoke                       # ≤ 3 minutes: does it all run?
+    python -m mathlm.pipeline                                      # the 40M GPU recipe
+    python -m mathlm.pipeline --preset tiny --data_source ../shared/data/gsm8k
+    python -m mathlm.pipeline --from sft --until eval              # a part of it
+
+Stages: data_text (synthetic generators; GSM8K / MATH / NuminaMath / OpenR1 from --data_source
+folders or the hub, text only) → tokenizer → data_bin (the same, tokenized) → pretrain_data
+(train.bin/val.bin from openwebmath.txt, else from the Q/A text) → pretrain → sft → grpo →
+eval (base, SFT and GRPO on every domain; GSM8K 2-shot on the GRPO model) → report.
+
+Outputs, under the names the stages use: math_tokenizer/, <name>.jsonl, <name>_test.jsonl,
+<name>.bin, train.bin, val.bin, checkpoint.pt, checkpoint_mathlm.pt,
+checkpoint_mathlm_grpo.pt, eval_*.json(l), report.md, report.json, report_*.png, and
+pipeline.json: the state that makes reruns cheap. A stage is skipped when it finished before
+with the same command and the same input files (size and mtime) and its outputs exist. A
+stage that was interrupted is run again; the trainers get --resume, so a killed pretraining
+continues from its last checkpoint instead of starting over.
+
+A --data_source folder holds one dataset in its hub schema (train.jsonl/test.jsonl or
+parquet) and is named after it: gsm8k, math (or hendrycks_math, competition_math), numina
+(NuminaMath-CoT), openr1 (OpenR1-Math-220k). Datasets without a folder come from the hub when
+it is reachable, else they are named and skipped.
+"""
+import glob
+import hashlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+from mathlm.common import atomic_write_json, die, parse_config, sha256_file
+
+STAGES = ["data_text", "tokenizer", "data_bin", "pretrain_data", "pretrain", "sft", "grpo", "eval", "report"]
+DATASETS = {  # name → (downloader module, folder names that mean it)
+    "gsm8k": ("mathlm.data.download_gsm8k", ("gsm8k",)),
+    "math": ("mathlm.data.download_math", ("math", "hendrycks_math", "competition_math", "hendrycks-math")),
+    "numina": ("mathlm.data.download_numina", ("numina", "numinamath", "numinamath-cot", "numinamath_cot")),
+    "openr1": ("mathlm.data.download_openr1", ("openr1", "openr1-math-220k", "openr1_math", "open-r1")),
+}
+GENERATORS = {"calculus": "mathlm.data.generate_calculus", "ml_math": "mathlm.data.generate_ml_math"}
+STATE = "pipeline.json"
+
+
+@dataclass
+class Config:
+    preset: str = "default"                              # default (40M GPU recipe) | tiny | smoke
+    data_source: list[str] = field(default_factory=list)  # dataset folders, e.g. ../shared/data/gsm8k
+    hub: bool = True                                     # try the hub for datasets without a folder
+    from_stage: str = "data_text"                        # also --from
+    until: str = "report"
+    force: bool = False                                  # rerun stages even when up to date
+    device: str = "auto"
+
+
+# per-preset stage arguments; "default" is each stage's own defaults (the GPU recipe)
+RECIPES = {
+    "smoke": {"calculus": ["--n", "400", "--n_test", "40"], "ml_math": ["--n", "200", "--n_test", "30"],
+              "gsm8k": ["--max_examples", "2000"], "vocab": ["--vocab_size", "1024"],
+              "train": ["--preset", "smoke"], "eval": ["--preset", "smoke"]},
+    "tiny": {"calculus": ["--preset", "tiny"], "ml_math": ["--preset", "tiny"], "gsm8k": [],
+             "vocab": ["--preset", "tiny"], "train": ["--preset", "tiny"], "eval": ["--preset", "tiny"]},
+    "default": {"calculus": [], "ml_math": [], "gsm8k": [], "vocab": [], "train": [], "eval": []},
+}
+
+
+def hub_reachable(timeout=3.0):
+    try:
+        socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def dataset_sources(cfg):
+    """{name: folder or None (hub)} for the datasets this run will use; prints what is skipped."""
+    out = {}
+    for src in cfg.data_source:
+        if not os.path.isdir(src):
+            die(f"--data_source {src} is not a folder")
+        base = os.path.basename(os.path.normpath(src)).lower()
+        name = next((n for n, (_, keys) in DATASETS.items() if base in keys), None)
+        if name is None:
+            die(f"--data_source {src}: cannot tell which dataset it is from its name; name the folder "
+                f"one of {', '.join(DATASETS)}")
+        out[name] = os.path.abspath(src)
+    missing = [n for n in DATASETS if n not in out]
+    if missing:
+        if cfg.hub and hub_reachable():
+            out.update({n: None for n in missing})
+        else:
+            why = "--no-hub" if not cfg.hub else "the hub is unreachable"
+            print(f"datasets skipped ({why}): {', '.join(missing)} — pass --data_source DIR to use local copies")
+    return out
+
+
+def stage_commands(stage, cfg, sources):
+    """[(argv, inputs, outputs)] for one stage. Inputs decide whether a stage is up to date."""
+    r = RECIPES[cfg.preset]
+    py = [sys.executable, "-m"]
+    dev = ["--device", cfg.device]
+    if stage in ("data_text", "data_bin"):
+        text = ["--text_only"] if stage == "data_text" else []
+        tok_in = [] if text else ["math_tokenizer/tokenizer.json"]
+        cmds = []
+        # the real test splits first, so every later dataset is decontaminated against them
+        for name, folder in sources.items():
+            mod = DATASETS[name][0]
+            extra = (["--source", folder] if folder else []) + (r["gsm8k"] if name == "gsm8k" else [])
+            outs = [f"{name}.jsonl"] + ([] if text else [f"{name}.bin"])
+            cmds.append((py + [mod, *extra, *text], tok_in, outs))
+        for name, mod in GENERATORS.items():
+            outs = [f"{name}.jsonl", f"{name}_test.jsonl"] + ([] if text else [f"{name}.bin"])
+            cmds.append((py + [mod, *r[name], *text], tok_in, outs))
+        return cmds
+    if stage == "tokenizer":
+        ins = ["openwebmath.txt"] if os.path.exists("openwebmath.txt") else train_jsonl()
+        return [([sys.executable, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                               "scripts", "train_tokenizer.py"), *r["vocab"]],
+                 ins, ["math_tokenizer/tokenizer.json"])]
+    if stage == "pretrain_data":
+        ins = ["openwebmath.txt"] if os.path.exists("openwebmath.txt") else train_jsonl()
+        return [(py + ["mathlm.data.build_pretrain", "--input", *ins], ins + ["math_tokenizer/tokenizer.json"],
+                 ["train.bin", "val.bin"])]
+    bins = sorted(glob.glob("*.bin"))
+    if stage == "pretrain":
+        return [(py + ["mathlm.train.pretrain", *r["train"], *dev, "--resume"], bins, ["checkpoint.pt"])]
+    if stage == "sft":
+        return [(py + ["mathlm.train.sft", *r["train"], *dev, "--resume"], bins + ["checkpoint.pt"],
+                 ["checkpoint_mathlm.pt"])]
+    if stage == "grpo":
+        return [(py + ["mathlm.train.grpo", *r["train"], *dev, "--resume"], ["checkpoint_mathlm.pt"],
+                 ["checkpoint_mathlm_grpo.pt"])]
+    if stage == "eval":
+        tests = sorted(glob.glob("*_test.jsonl"))
+        cmds = []
+        for tag, ck in (("base", "checkpoint.pt"), ("sft", "checkpoint_mathlm.pt"), ("grpo", "checkpoint_mathlm_grpo.pt")):
+            cmds.append((py + ["mathlm.eval.math", *r["eval"], *dev, "--checkpoint", ck, "--out", f"eval_{tag}"],
+                         [ck] + tests, [f"eval_{tag}.json"]))
+        if os.path.exists("gsm8k_test.jsonl"):
+            cmds.append((py + ["mathlm.eval.gsm8k", *r["eval"], *dev, "--checkpoint", "checkpoint_mathlm_grpo.pt",
+                               "--out", "eval_gsm8k"], ["checkpoint_mathlm_grpo.pt", "gsm8k_test.jsonl"],
+                         ["eval_gsm8k.json"]))
+        return cmds
+    if stage == "report":
+        ins = [p for p in ("checkpoint.json", "checkpoint_mathlm.json", "checkpoint_mathlm_grpo.json")
+               if os.path.exists(p)] + sorted(glob.glob("eval_*.json"))
+        return [(py + ["mathlm.report", "--preset", cfg.preset], ins, ["report.md", "report.json"])]
+    raise ValueError(stage)
+
+
+def train_jsonl():
+    return sorted(p for p in glob.glob("*.jsonl") if not p.endswith("_test.jsonl") and not p.startswith("eval_"))
+
+
+def fingerprint(argv, inputs):
+    """The command (minus the interpreter path) and the content of each input file. Content, not
+    mtime: data_bin rewrites the same jsonl the tokenizer read, byte for byte, and that must not
+    make the tokenizer stale."""
+    h = hashlib.sha256(json.dumps(argv[1:]).encode())
+    for p in inputs:
+        h.update(f"{p}:{sha256_file(p) if os.path.exists(p) else 'missing'}".encode())
+    return h.hexdigest()[:16]
+
+
+def load_state():
+    try:
+        with open(STATE) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return {"stages": {}}
+
+
+def _die_with_parent():
+    """Linux: the child gets SIGKILL when the pipeline dies, so a killed run leaves no orphan trainer."""
+    try:
+        import ctypes
+        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except Exception:
+        pass
+
+
+def run_step(key, argv, inputs, outputs, state, cfg):
+    fp = fingerprint(argv, inputs)
+    rec = state["stages"].get(key, {})
+    if (not cfg.force and rec.get("status") == "done" and rec.get("fingerprint") == fp
+            and all(os.path.exists(o) for o in outputs)):
+        print(f"[pipeline] skip {key}: up to date")
+        return
+    if rec.get("status") == "running" and rec.get("fingerprint") != fp:
+        # an interrupted run of a different command: its partial outputs must not be resumed
+        for o in outputs:
+            if os.path.isfile(o):
+                os.remove(o)
+    print(f"[pipeline] run  {key}: {' '.join(argv[1:] if argv[1] == '-m' else argv)}", flush=True)
+    state["stages"][key] = {"status": "running", "fingerprint": fp, "cmd": argv[1:],
+                            "seconds": rec.get("seconds", 0.0)}
+    atomic_write_json(STATE, state)
+    t0 = time.time()
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [os.path.dirname(os.path.dirname(os.path.abspath(__file__))), os.environ.get("PYTHONPATH", "")]))
+    p = subprocess.run(argv, env=env, preexec_fn=_die_with_parent if os.name == "posix" else None)
+    dt = time.time() - t0
+    state["stages"][key]["seconds"] += dt  # time across interrupted attempts adds up
+    if p.returncode != 0:
+        atomic_write_json(STATE, state)
+        die(f"stage {key} failed (exit {p.returncode}); fix the error above and rerun — finished stages are kept")
+    missing = [o for o in outputs if not os.path.exists(o)]
+    if missing:
+        die(f"stage {key} finished but did not write {', '.join(missing)}")
+    # the fingerprint of the inputs as they are now (a stage may rewrite an input, e.g. a test split)
+    state["stages"][key].update(status="done", fingerprint=fingerprint(argv, inputs))
+    atomic_write_json(STATE, state)
+    print(f"[pipeline] done {key} in {dt:.1f}s")
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    argv = ["--from_stage" if a == "--from" else a for a in argv]
+    cfg = parse_config(Config, None, argv)
+    if cfg.preset not in RECIPES:
+        die(f"unknown --preset {cfg.preset}; choose one of {', '.join(RECIPES)}")
+    for s in (cfg.from_stage, cfg.until):
+        if s not in STAGES:
+            die(f"unknown stage {s}; stages: {', '.join(STAGES)}")
+    lo, hi = STAGES.index(cfg.from_stage), STAGES.index(cfg.until)
+    state = load_state()
+    if state.get("preset") not in (None, cfg.preset):
+        print(f"[pipeline] preset changed {state['preset']} → {cfg.preset}: stages rerun where their commands differ")
+    state["preset"] = cfg.preset
+    sources = dataset_sources(cfg) if lo <= STAGES.index("data_bin") else {}
+    if lo <= STAGES.index("data_bin") and sources:
+        state["datasets"] = {k: v or "hub" for k, v in sources.items()}
+    t0 = time.time()
+    for stage in STAGES[lo:hi + 1]:
+        cmds = stage_commands(stage, cfg, sources)
+        for i, (cmd, ins, outs) in enumerate(cmds):
+            key = stage if len(cmds) == 1 else f"{stage}/{outs[0].split('.')[0]}"
+            run_step(key, cmd, ins, outs, state, cfg)
+    print(f"[pipeline] finished {cfg.from_stage} → {cfg.until} in {time.time() - t0:.1f}s"
+          + (" | see report.md" if hi == len(STAGES) - 1 else ""))
+
+
+if __name__ == "__main__":
+    main()
