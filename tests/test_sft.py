@@ -5,6 +5,7 @@ import os
 import random
 import shutil
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -244,6 +245,13 @@ def test_draw_examples_forms_and_determinism(workdir):
     d, tok, _ = workdir
     domains, probs = sft.load_domains({"add": 1.0, "mul": 1.0}, str(d), tok.hash, 64, 16, verbose=False)
     assert {n: (len(x.train), len(x.val)) for n, x in domains.items()} == {"add": (284, 16), "mul": (284, 16)}
+
+    # a short block: prompts leaving no room for an answer token (with both role tokens) are dropped
+    index = np.load(d / "add.idx.npy")
+    short, _ = sft.load_domains({"add": 1.0}, str(d), tok.hash, 24, 16, verbose=False)
+    assert short["add"].dropped == int((index[:, 1] + 2 >= 24).sum()) > 0
+    assert len(short["add"].train) + len(short["add"].val) + short["add"].dropped == 300
+    assert (short["add"].val == index[284:][index[284:, 1] + 2 < 24]).all()  # held out from the end
 
     def draw(chat_frac, seed=0):
         g = torch.Generator().manual_seed(seed)

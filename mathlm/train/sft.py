@@ -128,6 +128,7 @@ class Domain:
         self.name, self.tokens = name, tokens
         self.train, self.val = index[:n - n_val][fits[:n - n_val]], index[n - n_val:][fits[n - n_val:]]
         self.dropped = int((~fits).sum())
+        self.cut = int((fits & (index[:, 1] + index[:, 2] > block_size + 1)).sum())  # answers losing their tail
         if len(self.train) == 0 or len(self.val) == 0:
             die(f"{name}: no example's prompt fits block_size {block_size} — raise block_size or check the data")
 
@@ -156,6 +157,7 @@ def load_domains(weights, data_dir, tokenizer_hash, block_size, val_examples, ve
         total = sum(wanted[n] for n in domains)
         for d in domains.values():
             drop = f" | dropped {d.dropped:,} with prompts over block_size {block_size}" if d.dropped else ""
+            drop += f" | {d.cut:,} answers cut at block_size" if d.cut else ""
             print(f"sft data: {d.name} | weight {wanted[d.name] / total:.3f} | {len(d.train):,} train"
                   f" | {len(d.val):,} val{drop}")
     return domains, torch.tensor([wanted[n] for n in domains], dtype=torch.float64)
