@@ -1,0 +1,280 @@
+"""Ask a trained mathlm model questions from the terminal; tokens are printed as they are sampled.
+
+    python -m mathlm.infer.inference --prompt "Q: derivative of x^5? A:"
+    python -m mathlm.infer.inference --prompt "What is 15% of 80?" --temperature 0.8 --top_p 0.95 --seed 0
+    python -m mathlm.infer.inference --checkpoint out/mathlm-40m --chat      # multi-turn; /reset, /exit
+Reads: a checkpoint .pt (+ its tokenizer folder, --tokenizer) or a folder written by
+scripts/upload_hf.py. Without --checkpoint it takes the newest of checkpoint_mathlm_grpo.pt,
+checkpoint_mathlm.pt, checkpoint.pt in the working directory and says which. Writes nothing.
+The model's text goes to stdout, everything else to stderr.
+
+Library (the demo and the evals use these):
+    model, tok = load_model("checkpoint_mathlm.pt")           # or an exported folder; device auto
+    generate_text(model, tok, "d/dx x^5?")                     # -> "5x^4"
+    for piece in stream_text(model, tok, "d/dx x^5?"): ...     # the same text, piece by piece
+    chat_response(model, tok, [("2+2?", "4")], "times 3?")     # history of (question, answer) pairs
+"""
+import os
+import re
+import sys
+from dataclasses import dataclass
+
+from mathlm.common import die, eprint, parse_config, pick_device, pick_dtype
+from mathlm.format import STOP_STRINGS, encode_chat, qa_prompt
+
+DEFAULT_CHECKPOINTS = ("checkpoint_mathlm_grpo.pt", "checkpoint_mathlm.pt", "checkpoint.pt")
+HOW_TO_GET_ONE = ("train one with `python -m mathlm.train.pretrain --preset tiny` (then sft/grpo), "
+                  "or pass --checkpoint PATH (a .pt file or an exported folder)")
+
+
+@dataclass
+class Config:
+    checkpoint: str = ""            # .pt or exported folder; "" = newest of DEFAULT_CHECKPOINTS here
+    tokenizer: str = "math_tokenizer"  # tokenizer folder for a .pt checkpoint (folders carry their own)
+    prompt: str = ""                # a question ("d/dx x^5?") or "Q: ... A:"; both become the Q/A prompt
+    raw: bool = False               # send --prompt as is (plain text continuation, no Q/A wrapping)
+    chat: bool = False              # interactive multi-turn session on stdin
+    max_new_tokens: int = 256
+    temperature: float = 0.0        # 0 = greedy, what the evals score
+    top_k: int = 0                  # 0 = off
+    top_p: float = 1.0              # 1 = off
+    seed: int = -1                  # -1 = fresh randomness every answer
+    device: str = "auto"            # auto|cuda|mps|cpu
+    dtype: str = "auto"             # auto (bf16 on CUDA, else fp32)|bf16|fp32
+
+
+# -----------------------------------------------------------------------------
+# loading: one function for checkpoints and exported folders
+
+def newest_checkpoint(names=DEFAULT_CHECKPOINTS, directory="."):
+    """The most recently written of `names` in `directory`, or None."""
+    found = [os.path.join(directory, n) for n in names if os.path.isfile(os.path.join(directory, n))]
+    return max(found, key=os.path.getmtime) if found else None
+
+
+def load_model(path=None, tokenizer="math_tokenizer", device="auto", dtype="auto", verbose=True):
+    """(model, tok) from a mathlm checkpoint .pt or an exported Qwen3 folder, in eval mode on `device`.
+    Bad input (missing, corrupt, another architecture, tokenizer mismatch) exits with a one-line error."""
+    import torch
+
+    from mathlm.model.gpt import GPT, GPTConfig
+    from mathlm.tokenizer import MathTokenizer
+    from mathlm.train.common import load_checkpoint, model_from_checkpoint
+    say = eprint if verbose else (lambda *a: None)
+    if not path:
+        path = newest_checkpoint()
+        if path is None:
+            die(f"no checkpoint given and none of {', '.join(DEFAULT_CHECKPOINTS)} in {os.getcwd()} — {HOW_TO_GET_ONE}")
+        say(f"using {path} (newest of {', '.join(DEFAULT_CHECKPOINTS)})")
+    if not os.path.exists(path):
+        die(f"checkpoint {path} not found — {HOW_TO_GET_ONE}")
+    device = pick_device(device)
+
+    if os.path.isdir(path):
+        from mathlm.infer.export import read_folder
+        try:
+            mc, sd, cfg = read_folder(path)
+            tok = MathTokenizer.load(path)
+        except ValueError as e:
+            die(str(e))
+        want = cfg.get("mathlm_tokenizer_hash")
+        if want and want != tok.hash:
+            die(f"{path}: tokenizer.json (hash {tok.hash}) is not the one the model was exported with ({want}) — re-export the folder")
+        import contextlib
+        import io
+        with contextlib.redirect_stdout(io.StringIO()):  # GPT() prints its parameter count
+            model = GPT(GPTConfig(**mc))
+        model.load_state_dict(sd)
+        stage = "export"
+    else:
+        ckpt = load_checkpoint(path)
+        try:
+            tok = MathTokenizer.load(tokenizer)
+        except ValueError as e:
+            beside = os.path.join(os.path.dirname(os.path.abspath(path)), "math_tokenizer")
+            if tokenizer == "math_tokenizer" and os.path.isdir(beside):
+                tok = MathTokenizer.load(beside)
+            else:
+                die(str(e))
+        if ckpt.get("tokenizer_hash") not in (None, tok.hash):
+            die(f"{path} was trained with tokenizer {ckpt['tokenizer_hash']}, {tokenizer} is {tok.hash} — "
+                "pass the matching --tokenizer DIR")
+        try:
+            model = model_from_checkpoint(ckpt, "cpu")
+        except (RuntimeError, TypeError, ValueError) as e:
+            die(f"{path} does not fit the current GPT ({str(e).splitlines()[0][:120]}) — it was made by another "
+                "mathlm version; retrain or re-export it")
+        stage = ckpt.get("stage", "?")
+        if tok.vocab_size > model.config.vocab_size:
+            die(f"tokenizer has {tok.vocab_size} tokens, the model only {model.config.vocab_size} — wrong --tokenizer")
+    dt = pick_dtype(device, dtype, verbose=False)
+    model = model.to(device=device, dtype=dt).eval()
+    say(f"loaded {path} | stage {stage} | {model.num_params() / 1e6:.2f}M params | "
+        f"context {model.config.block_size} | device {device} | dtype {str(dt).replace('torch.', '')}")
+    return model, tok
+
+
+# -----------------------------------------------------------------------------
+# prompts
+
+_QA = re.compile(r"^\s*Q:\s*(.*?)\s*A:\s*$", re.DOTALL)
+
+
+def as_prompt(text):
+    """What a user types -> the Q/A prompt the model was trained on.
+    "Q: d/dx x^5? A:" (any spacing) and a bare "d/dx x^5?" both become "Q: d/dx x^5?\nA:"."""
+    m = _QA.match(text)
+    return qa_prompt(m.group(1) if m else text)
+
+
+def check_prompt(model, ids, what="prompt"):
+    if not ids:
+        raise ValueError(f"the {what} is empty — type a question")
+    if len(ids) >= model.config.block_size:
+        raise ValueError(f"the {what} is {len(ids)} tokens, the model's context is {model.config.block_size} "
+                         "— shorten it")
+
+
+def chat_ids(tok, history, message, block_size, reserve=64):
+    """Token ids of a chat ending at <|assistant|>, ready for generation, and how many old turns were
+    dropped so that `reserve` tokens of answer still fit in the context."""
+    if not message.strip():
+        raise ValueError("the message is empty — type a question")
+    history = [(q, a) for q, a in history]
+    for dropped in range(len(history) + 1):
+        ids, _ = encode_chat(tok, history[dropped:] + [(message, None)])
+        if len(ids) + reserve <= block_size:
+            return ids, dropped
+    if len(ids) < block_size:  # the message alone fits, with less room to answer
+        return ids, len(history)
+    raise ValueError(f"the message is {len(ids)} tokens, the model's context is {block_size} — shorten it")
+
+
+# -----------------------------------------------------------------------------
+# generation: text pieces as they are sampled
+
+def _held_back(text):
+    """Length of the longest suffix of text that could start a stop string ("\\n", "\\nQ")."""
+    for n in range(max(map(len, STOP_STRINGS)) - 1, 0, -1):
+        if len(text) >= n and any(s.startswith(text[-n:]) for s in STOP_STRINGS):
+            return n
+    return 0
+
+
+def stream_ids(model, tok, ids, max_new_tokens=256, temperature=0.0, top_k=0, top_p=1.0, seed=None):
+    """Yield the completion of prompt `ids` as text pieces, as the tokens are sampled.
+
+    The whole completion is decoded every step and only the new suffix is yielded: a token can be
+    half a UTF-8 character (byte-level BPE), shown as a trailing U+FFFD until its other bytes arrive,
+    so that is held back; so is a trailing "\\n" / "\\nQ" that may become the next "Q:" turn.
+    Stops at any special token (<|eos|> ends a turn) or at the next "Q:" (format.STOP_STRINGS)."""
+    check_prompt(model, ids)
+    seed = None if seed is None or seed < 0 else seed
+    new, text, sent = [], "", 0
+    for t in model.generate([ids], max_new_tokens, temperature=temperature, top_k=top_k or None,
+                            top_p=top_p if top_p < 1.0 else None, seed=seed, eos_id=tok.eos_id):
+        t = int(t[0])
+        if t in tok.special_ids:
+            break
+        new.append(t)
+        text = tok.decode(new)
+        cut = min((i for i in (text.find(s) for s in STOP_STRINGS) if i != -1), default=-1)
+        if cut != -1:
+            text = text[:cut]
+            break
+        end = len(text.rstrip("\ufffd"))
+        end -= _held_back(text[:end])
+        if end > sent:
+            yield text[sent:end]
+            sent = end
+    text = text.rstrip("\ufffd")  # a character cut off by max_new_tokens is noise, not text
+    if len(text) > sent:
+        yield text[sent:]
+
+
+def stream_text(model, tok, prompt, raw=False, **gen):
+    """Pieces of the answer to `prompt` (a question, or Q/A text; raw=True sends it unchanged)."""
+    ids = tok.encode(prompt if raw else as_prompt(prompt)) if prompt.strip() else []
+    yield from stream_ids(model, tok, ids, **gen)
+
+
+def generate_text(model, tok, prompt, raw=False, **gen):
+    """The answer to `prompt` as one string, cut at the next "Q:" and stripped."""
+    return "".join(stream_text(model, tok, prompt, raw=raw, **gen)).strip()
+
+
+def stream_chat(model, tok, history, message, **gen):
+    """Pieces of the assistant's answer to `message` after `history` [(question, answer), ...]."""
+    reserve = min(gen.get("max_new_tokens", 256), model.config.block_size // 4)
+    ids, _ = chat_ids(tok, history, message, model.config.block_size, reserve)
+    yield from stream_ids(model, tok, ids, **gen)
+
+
+def chat_response(model, tok, history, message, **gen):
+    return "".join(stream_chat(model, tok, history, message, **gen)).strip()
+
+
+# -----------------------------------------------------------------------------
+# CLI
+
+def _print_stream(pieces):
+    out = []
+    for p in pieces:
+        out.append(p)
+        sys.stdout.write(p)
+        sys.stdout.flush()  # one write per piece reaches the terminal (or pipe) now, not at exit
+    sys.stdout.write("\n")
+    sys.stdout.flush()
+    return "".join(out).strip()
+
+
+def main(argv=None):
+    cfg = parse_config(Config, None, argv)
+    if not cfg.chat and not cfg.prompt.strip():
+        die("nothing to answer: the prompt is empty — pass --prompt \"Q: d/dx x^5? A:\" or --chat")
+    model, tok = load_model(cfg.checkpoint or None, cfg.tokenizer, cfg.device, cfg.dtype)
+    gen = dict(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_k=cfg.top_k,
+               top_p=cfg.top_p, seed=cfg.seed)
+    if not cfg.chat:
+        prompt = cfg.prompt if cfg.raw else as_prompt(cfg.prompt)
+        ids = tok.encode(prompt)
+        try:
+            check_prompt(model, ids)
+        except ValueError as e:
+            die(str(e))
+        sys.stdout.write(prompt)
+        return _print_stream(stream_ids(model, tok, ids, **gen))
+
+    eprint("chat: type a question; /reset forgets the conversation, /exit or Ctrl-D quits")
+    history = []
+    while True:
+        try:
+            msg = input("you> ")
+        except (EOFError, KeyboardInterrupt):
+            sys.stdout.write("\n")
+            return history
+        if msg.strip() in ("/exit", "/quit"):
+            return history
+        if msg.strip() == "/reset":
+            history = []
+            eprint("(history cleared)")
+            continue
+        if not msg.strip():
+            continue
+        try:
+            reserve = min(cfg.max_new_tokens, model.config.block_size // 4)
+            _, dropped = chat_ids(tok, history, msg, model.config.block_size, reserve)
+            if dropped:
+                eprint(f"(the oldest {dropped} turn(s) no longer fit the context of "
+                       f"{model.config.block_size} tokens and are left out)")
+            sys.stdout.write("mathlm> ")
+            answer = _print_stream(stream_chat(model, tok, history, msg, **gen))
+        except ValueError as e:  # a too-long message: say so, keep the session
+            sys.stdout.write("\n")
+            eprint(f"error: {e}")
+            continue
+        history.append((msg, answer))
+
+
+if __name__ == "__main__":
+    main()

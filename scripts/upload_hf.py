@@ -1,0 +1,235 @@
+"""Export a mathlm checkpoint as a Hugging Face model folder, and upload it if asked.
+
+    python scripts/upload_hf.py --checkpoint checkpoint_mathlm_grpo.pt --out_dir mathlm-40m
+    python scripts/upload_hf.py --checkpoint checkpoint_mathlm_grpo.pt --out_dir mathlm-40m --repo_id you/mathlm-40m
+Reads: --checkpoint (default: the newest of checkpoint_mathlm_grpo.pt, checkpoint_mathlm.pt,
+checkpoint.pt here), --tokenizer (its hash must match the checkpoint's), the newest eval summaries
+eval_*.json / report.json in --eval_dir for the model card (absent = "not evaluated yet").
+Writes --out_dir: model.safetensors, config.json, generation_config.json, tokenizer.json,
+tokenizer_config.json (chat template included), special_tokens_map.json, README.md (model card).
+
+The weights are in the Qwen3 layout (Qwen3ForCausalLM; Qwen3MoeForCausalLM for MoE checkpoints,
+see mathlm/infer/export.py), so `AutoModelForCausalLM.from_pretrained(out_dir)` loads it with no
+custom code and gives mathlm's logits, and vLLM / llama.cpp converters / TGI can serve it.
+--repo_id uploads the folder with huggingface_hub, using HF_TOKEN or the token of `hf auth login`;
+with no token the folder is written and the script says how to upload it later.
+"""
+import glob
+import json
+import os
+import sys
+from dataclasses import dataclass
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from mathlm.common import atomic_write, die, parse_config  # noqa: E402
+from mathlm.format import qa_prompt  # noqa: E402
+from mathlm.infer.export import HF_DENSE, HF_MOE, export_folder  # noqa: E402
+from mathlm.infer.inference import DEFAULT_CHECKPOINTS, newest_checkpoint  # noqa: E402
+
+
+@dataclass
+class Config:
+    checkpoint: str = ""               # "" = newest of DEFAULT_CHECKPOINTS in the working directory
+    out_dir: str = "mathlm_hf"         # the Hub-ready folder
+    repo_id: str = ""                  # user/name: upload there too ("" = folder only)
+    tokenizer: str = "math_tokenizer"
+    eval_dir: str = "."                # where eval_*.json / report.json are looked for
+    dtype: str = "fp32"                # fp32 (exact parity) | bf16 (half the size)
+    private: bool = False              # create the Hub repo private
+
+
+# -----------------------------------------------------------------------------
+# the model card
+
+def count_params(mc):
+    """(total, active per token) parameters of a GPTConfig dict; the tied embedding counts once."""
+    C, hd, F, L = mc["n_embd"], mc["n_embd"] // mc["n_head"], mc["ffn_hidden"], mc["n_layer"]
+    attn = C * mc["n_head"] * hd * 2 + C * mc["n_kv_head"] * hd * 2 + 2 * hd
+    mlp = 3 * C * F
+    E, k = mc.get("n_expert", 0), mc.get("expert_top_k", 2)
+    per_layer = attn + 2 * C + (E * mlp + E * C if E else mlp)
+    total = mc["vocab_size"] * C + L * per_layer + C
+    active = total - (L * (E - k) * mlp if E else 0)
+    return total, active
+
+
+def eval_rows(summary, prefix=""):
+    """Every dict holding an "accuracy" inside an eval summary -> (name, accuracy, ci95, n) rows."""
+    rows = []
+    if isinstance(summary, dict):
+        if isinstance(summary.get("accuracy"), (int, float)):
+            rows.append((prefix or summary.get("task", "?"), summary["accuracy"], summary.get("ci95"), summary.get("n")))
+        for k, v in summary.items():
+            if isinstance(v, dict):
+                name = k if k != "domains" else ""
+                rows += eval_rows(v, "/".join(p for p in (prefix or summary.get("task", ""), name) if p))
+    return rows
+
+
+def eval_table(eval_dir):
+    """The model card's results section from the newest summary of each kind, or a 'not yet' line."""
+    paths = sorted(glob.glob(os.path.join(eval_dir, "eval_*.json")) + glob.glob(os.path.join(eval_dir, "report.json")),
+                   key=os.path.getmtime, reverse=True)
+    rows, used = [], []
+    seen = set()
+    for p in paths:
+        try:
+            with open(p) as f:
+                s = json.load(f)
+        except (OSError, ValueError):
+            continue
+        for name, acc, ci, n in eval_rows(s):
+            if name in seen:  # the newest file wins for each task/domain
+                continue
+            seen.add(name)
+            rows.append((name, acc, ci, n))
+            if p not in used:
+                used.append(p)
+    if not rows:
+        return "Not evaluated yet (no eval_*.json or report.json beside the checkpoint).\n"
+    lines = ["| task | accuracy | 95% CI | n |", "|---|---|---|---|"]
+    for name, acc, ci, n in rows:
+        ci_s = f"{100 * ci[0]:.1f}–{100 * ci[1]:.1f}%" if isinstance(ci, (list, tuple)) and len(ci) == 2 else "–"
+        lines.append(f"| {name} | {100 * acc:.1f}% | {ci_s} | {n if n is not None else '–'} |")
+    src = ", ".join(os.path.basename(p) for p in used)
+    return "\n".join(lines) + f"\n\nGreedy decoding unless stated; from {src}.\n"
+
+
+def model_card(ckpt, repo_id, eval_dir, tok):
+    mc = ckpt["model_config"]
+    total, active = count_params(mc)
+    moe = mc.get("n_expert", 0) > 0
+    arch = HF_MOE if moe else HF_DENSE
+    name = repo_id or "path/to/this/folder"
+    cfg = ckpt.get("config") or {}
+    data = {k: v for k, v in cfg.items() if any(w in k for w in ("data", "mixture", "source", "dataset"))}
+    history = ckpt.get("history") or []
+    last = next((h for h in reversed(history) if isinstance(h, dict) and "val_loss" in h), None)
+    mlp = (f"{mc['n_expert']} SwiGLU experts (hidden {mc['ffn_hidden']}), top-{mc.get('expert_top_k', 2)} routing"
+           if moe else f"SwiGLU, hidden {mc['ffn_hidden']}")
+    example = qa_prompt("What is the derivative of x^5?")
+    return f"""---
+library_name: transformers
+pipeline_tag: text-generation
+tags: [mathlm, math, {"qwen3_moe" if moe else "qwen3"}, from-scratch]
+---
+# {repo_id.split('/')[-1] if repo_id else 'mathlm'}
+
+A small math language model trained from scratch with mathlm (nanoGPT-style:
+a math BPE, pretraining, SFT with loss masking, GRPO with verifiable rewards). The weights are
+stored in the Qwen3 layout (`{arch}`), so `transformers` loads them with no custom code and
+vLLM can serve them.
+
+## Architecture
+
+| | |
+|---|---|
+| Parameters | {total / 1e6:.2f}M{f" ({active / 1e6:.2f}M active per token)" if moe else ""} |
+| Layers / width | {mc['n_layer']} / {mc['n_embd']} |
+| Attention | {mc['n_head']} query heads, {mc['n_kv_head']} key/value heads (GQA), head dim {mc['n_embd'] // mc['n_head']}, QK-norm |
+| MLP | {mlp} |
+| Positions | RoPE, θ = {mc.get('rope_theta', 10000.0):g} |
+| Context | {mc['block_size']} tokens |
+| Vocabulary | {mc['vocab_size']:,} (byte-level BPE, digits split one per token; tokenizer {ckpt.get('tokenizer_hash') or tok.hash}) |
+| Embeddings | tied input/output |
+
+## Training
+
+Stage: `{ckpt.get('stage', '?')}`, {ckpt.get('step', '?')} optimizer steps{f", last val loss {last['val_loss']:.4f}" if last else ""}.
+{("Data settings: " + ", ".join(f"`{k}={v}`" for k, v in data.items())) if data else "Data: see the mathlm pipeline that produced this checkpoint."}
+
+## Evaluation
+
+{eval_table(eval_dir)}
+## Prompt format
+
+One question: `{example!r}` — the model answers after `A:` and ends with `<|eos|>`.
+Multi-turn chat uses role tokens; `tokenizer.apply_chat_template` writes it:
+`<|user|>Q: ...\\nA:<|assistant|> answer\\n\\n<|eos|>`. Cut a completion at the next `Q:`.
+
+## Use
+
+```python
+from transformers import AutoModelForCausalLM, AutoTokenizer
+tok = AutoTokenizer.from_pretrained("{name}")
+model = AutoModelForCausalLM.from_pretrained("{name}")
+ids = tok({example!r}, return_tensors="pt", add_special_tokens=False)
+out = model.generate(**ids, max_new_tokens=128, do_sample=False)
+print(tok.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True))
+
+msgs = [{{"role": "user", "content": "What is 12 * 7?"}}]
+ids = tok.apply_chat_template(msgs, return_tensors="pt", return_dict=True)
+```
+
+```bash
+vllm serve {name}                                            # OpenAI-compatible server
+python -m mathlm.infer.inference --checkpoint ./downloaded_folder --chat     # mathlm's own CLI
+MATHLM_REPO_ID={name} python -m mathlm.infer.app                          # the Gradio demo
+```
+
+Limitations: a {total / 1e6:.0f}M-parameter model; it makes arithmetic and reasoning mistakes and
+should not be trusted for anything that matters.
+"""
+
+
+# -----------------------------------------------------------------------------
+
+def upload(out_dir, repo_id, private):
+    try:
+        from huggingface_hub import HfApi, get_token
+    except ImportError:
+        die("huggingface_hub is not installed — pip install huggingface_hub, or upload the folder by hand")
+    token = get_token()
+    if not token:
+        print(f"no Hugging Face token (set HF_TOKEN or run `hf auth login`): wrote {out_dir} only — upload it "
+              f"later with `hf upload {repo_id} {out_dir}` or rerun this with a token")
+        return None
+    api = HfApi(token=token)
+    try:
+        api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
+        info = api.upload_folder(folder_path=out_dir, repo_id=repo_id, repo_type="model",
+                                 commit_message="Upload mathlm export")
+    except Exception as e:  # auth, network, permissions: one line, the folder stays on disk
+        die(f"upload to {repo_id} failed ({type(e).__name__}: {str(e).splitlines()[0][:160]}) — the folder "
+            f"{out_dir} is complete; check the token's write access and retry")
+    url = getattr(info, "commit_url", None) or f"https://huggingface.co/{repo_id}"
+    print(f"uploaded {out_dir} to {url}")
+    return url
+
+
+def main(argv=None):
+    import torch
+
+    from mathlm.tokenizer import MathTokenizer
+    from mathlm.train.common import load_checkpoint
+    cfg = parse_config(Config, None, argv)
+    path = cfg.checkpoint or newest_checkpoint()
+    if not path:
+        die(f"no --checkpoint and none of {', '.join(DEFAULT_CHECKPOINTS)} here — train one first")
+    if os.path.isdir(path):
+        die(f"{path} is a folder; --checkpoint takes a mathlm .pt checkpoint (folders are already exported)")
+    ckpt = load_checkpoint(path)
+    try:
+        tok = MathTokenizer.load(cfg.tokenizer)
+    except ValueError as e:
+        die(str(e))
+    if ckpt.get("tokenizer_hash") not in (None, tok.hash):
+        die(f"{path} was trained with tokenizer {ckpt['tokenizer_hash']}, {cfg.tokenizer} is {tok.hash} — "
+            "pass the matching --tokenizer DIR")
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}.get(cfg.dtype)
+    if dtype is None:
+        die(f"--dtype {cfg.dtype}: use fp32 or bf16")
+    try:
+        files = export_folder(ckpt, tok, cfg.out_dir, dtype)
+    except ValueError as e:
+        die(str(e))
+    atomic_write(os.path.join(cfg.out_dir, "README.md"), model_card(ckpt, cfg.repo_id, cfg.eval_dir, tok))
+    print(f"wrote {cfg.out_dir}/ ({', '.join(files + ['README.md'])}) from {path}")
+    if cfg.repo_id:
+        upload(cfg.out_dir, cfg.repo_id, cfg.private)
+    return cfg.out_dir
+
+
+if __name__ == "__main__":
+    main()
