@@ -61,7 +61,7 @@ def parse_config(cls, presets=None, argv=None, description=None):
     p = build_parser(cls, presets, description)
     args = p.parse_args(argv)
     kw = {}
-    preset = getattr(args, "preset", None)
+    preset = getattr(args, "preset", None) if presets else None
     if preset:
         kw.update(presets[preset])
     for f in dataclasses.fields(cls):
@@ -72,7 +72,7 @@ def parse_config(cls, presets=None, argv=None, description=None):
     if unknown:  # a preset naming a field that does not exist is a bug in the stage
         raise ValueError(f"preset {preset!r} sets unknown fields {sorted(unknown)}")
     cfg = cls(**kw)
-    if hasattr(cfg, "preset"):
+    if presets and hasattr(cfg, "preset"):
         cfg.preset = preset or getattr(cfg, "preset")
     return cfg
 

@@ -161,7 +161,8 @@ def main(argv=None):
         md += ["not run", ""]
     md += ["## Data", "", "| file | tokens | examples | decontamination drops | source |", "|---|---|---|---|---|"]
     for r in rep["data"]:
-        src = ", ".join(os.path.basename(str(s)) for s in (r["sources"] or [])[:3])
+        src = ", ".join(os.path.basename(str(s.get("path", s) if isinstance(s, dict) else s))
+                        for s in (r["sources"] or [])[:4])
         md.append(f"| {r['name']}.bin | {r['tokens'] or 0:,} | {r['examples'] if r['examples'] is not None else '–'} "
                   f"| {r['decontam_dropped'] or 0} | {src} |")
     if rep["datasets"]:
