@@ -123,7 +123,8 @@ def model_config_from_hf(cfg, where="folder"):
         ffn_hidden=cfg["intermediate_size"],
         rope_theta=float(rope.get("rope_theta", cfg.get("rope_theta", 10000.0))),
         qk_norm=True, norm_eps=cfg.get("rms_norm_eps", 1e-6),
-        n_expert=cfg.get("num_experts", 0) if mt == "qwen3_moe" else 0,
+        # transformers 5 re-saves num_experts as num_local_experts (its attribute_map)
+        n_expert=cfg.get("num_experts", cfg.get("num_local_experts", 0)) if mt == "qwen3_moe" else 0,
         expert_top_k=cfg.get("num_experts_per_tok", 2) if mt == "qwen3_moe" else 2,
     )
     return mc
@@ -214,7 +215,8 @@ def from_hf_state_dict(tensors, mc, where="folder"):
             want.update({p + "gate_proj.weight": (F, C), p + "up_proj.weight": (F, C), p + "down_proj.weight": (C, F)})
     missing = sorted(set(want) - set(sd))
     if missing:
-        hint = " (no QK-norm: a plain Qwen2/Llama-style model)" if "q_norm" in missing[0] else ""
+        no_qk = any(m.endswith(("attn.q_norm.weight", "attn.k_norm.weight")) for m in missing)
+        hint = " (no QK-norm: a Qwen2/Llama-style model)" if no_qk else ""
         raise ValueError(f"{where}: tensor {missing[0]} missing{hint} — not a mathlm Qwen3 export")
     extra = sorted(set(sd) - set(want))
     if extra:
