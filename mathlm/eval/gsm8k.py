@@ -11,11 +11,14 @@ Writes: <out>.jsonl (one row per problem: question, completion, extracted, gold,
 the samples when asked) and <out>.json (the summary: accuracy with a 95% Wilson interval,
 n, shots, decoding settings, maj@k / pass@k).
 
-The prompt: SHOTS (two fixed GSM8K train examples, below) in the canonical Q/A format, then
+The prompt: SHOTS (two fixed GSM8K train examples, below) in the canonical Q/A format, each
+closed by <|eos|> as every example is in the training streams (format.encode_qa), then
 "Q: {question}\\nA:". When the prompt plus max_new_tokens does not fit the model's context
 (the tiny preset's 256 tokens), shots are dropped, and the summary says how many were used.
 Extraction: the number after #### when present, else the last number (mathlm/eval/answers.py).
 """
+import json
+import os
 import time
 from dataclasses import dataclass
 
@@ -24,7 +27,7 @@ from tqdm import tqdm
 from mathlm.common import atomic_write, atomic_write_json, die, parse_config, pick_device
 from mathlm.eval.answers import extract_number, majority_key, normalize_number, numbers_equal
 from mathlm.eval.harness import complete, load_for_eval, read_rows, subset, wilson_str
-from mathlm.format import qa_prompt, qa_text
+from mathlm.format import encode_qa, qa_prompt
 
 # GSM8K train examples #1 and #4 (0-based, openai/gsm8k main train): short, two-step. Their <<a*b=c>>
 # calculator annotations are removed, as download_gsm8k removes them from the training data.
@@ -34,8 +37,8 @@ SHOTS = [
      "Weng earns 12/60 = $0.2 per minute.\nWorking 50 minutes, she earned 0.2 x 50 = $10.\n#### 10"),
     ("James writes a 3-page letter to 2 different friends twice a week.  How many pages does he "
      "write a year?",
-     "He writes each friend\n3*2=6 pages a week\nSo he writes\n6*2=12 pages every week\n"
-     "That means he writes\n12*52=624 pages a year\n#### 624"),
+     "He writes each friend 3*2=6 pages a week\nSo he writes 6*2=12 pages every week\n"
+     "That means he writes 12*52=624 pages a year\n#### 624"),
 ]
 
 
@@ -60,8 +63,9 @@ PRESETS = {"tiny": dict(n=100, max_new_tokens=160), "smoke": dict(n=20, max_new_
 
 
 def load_test(source):
-    import os
     if source:
+        if os.path.isdir(source):  # the folder download_gsm8k --source takes
+            source = os.path.join(source, "test.jsonl")
         return read_rows(source)
     if os.path.exists("gsm8k_test.jsonl"):
         return read_rows("gsm8k_test.jsonl")
@@ -80,12 +84,15 @@ def gold_of(row):
 
 
 def build_prompt(question, shots, block_size, max_new_tokens, tok):
-    """Few-shot prompt; drops shots until prompt + answer room fits the context."""
+    """Few-shot prompt as token ids, and the number of shots used: shots are dropped until the
+    prompt plus room for an answer (max_new_tokens, at most 64) fits the context."""
+    shot_ids = [sum(encode_qa(tok, q, a), []) for q, a in SHOTS[:shots]]  # prompt + answer + eos
+    ids = tok.encode(qa_prompt(question))
     for k in range(shots, -1, -1):
-        p = "".join(qa_text(q, a) for q, a in SHOTS[:k]) + qa_prompt(question)
-        if len(tok.encode(p)) + min(max_new_tokens, 64) <= block_size:
+        p = [t for s in shot_ids[:k] for t in s] + ids
+        if len(p) + min(max_new_tokens, 64) <= block_size:
             return p, k
-    return qa_prompt(question), 0
+    return ids, 0
 
 
 def pass_at_k_mean(flags, k):
@@ -97,16 +104,19 @@ def main(argv=None):
     cfg = parse_config(Config, PRESETS, argv)
     if cfg.shots < 0 or cfg.shots > len(SHOTS):
         die(f"--shots must be 0..{len(SHOTS)}")
-    device = pick_device(cfg.device)
-    model, tok = load_for_eval(cfg.checkpoint, cfg.tokenizer, device)
+    if not os.path.exists(cfg.checkpoint):  # before the test set, which may come from the hub
+        die(f"checkpoint {cfg.checkpoint} not found — train one or pass --checkpoint PATH")
     rows = subset(load_test(cfg.source), cfg.n, cfg.seed)
     if not rows:
         die("the test set is empty")
+    device = pick_device(cfg.device)
+    model, tok = load_for_eval(cfg.checkpoint, cfg.tokenizer, device)
     prompts, used = zip(*(build_prompt(r["question"], cfg.shots, model.config.block_size,
                                        cfg.max_new_tokens, tok) for r in rows))
     t0 = time.time()
     with tqdm(total=len(rows), desc="gsm8k greedy", unit="q") as bar:
         greedy = complete(model, tok, list(prompts), cfg.max_new_tokens, cfg.batch_size, progress=bar)
+    dt_greedy = time.time() - t0
     samples = None
     if cfg.samples > 0:
         with tqdm(total=len(rows), desc=f"gsm8k {cfg.samples} samples", unit="q") as bar:
@@ -141,12 +151,12 @@ def main(argv=None):
     summary = {"task": "gsm8k", "checkpoint": cfg.checkpoint, "n": n, "correct": correct,
                "accuracy": correct / n, "ci95": [lo, hi], "shots": cfg.shots,
                "shots_used_min": min(used), "decoding": "greedy", "max_new_tokens": cfg.max_new_tokens,
-               "seconds": dt, "problems_per_s": n / dt if dt > 0 else None}
+               "batch_size": cfg.batch_size, "seconds": dt, "seconds_greedy": dt_greedy,
+               "problems_per_s": n / dt_greedy if dt_greedy > 0 else None}
     if samples is not None:
         k = cfg.samples
         summary.update({f"maj@{k}": maj_ok / n, f"pass@{k}": pass_at_k_mean(sample_flags, k),
                         "pass@1_sampled": pass_at_k_mean(sample_flags, 1), "temperature": cfg.temperature})
-    import json
     atomic_write(cfg.out + ".jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in out_rows))
     atomic_write_json(cfg.out + ".json", summary)
     extra = "".join(f" | {k} {100 * v:.1f}%" for k, v in summary.items() if k.startswith(("maj@", "pass@")))

@@ -68,27 +68,41 @@ def subset(rows, n, seed=0):
     return [rows[i] for i in keep]
 
 
+def batches(lengths, max_new_tokens, block_size, batch_size):
+    """Index batches over prompts sorted by length. A row gets min(max_new_tokens, block_size - its
+    length) new tokens alone; in a batch the longest prompt bounds everyone (left padding shares the
+    cache slots), so a prompt that close to the context end only shares a batch with prompts of its
+    own length: every row then gets the same budget in any batch, as greedy equality needs."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    budget = lambda i: min(max_new_tokens, block_size - lengths[i])
+    out = []
+    for i in order:
+        if out and len(out[-1]) < batch_size and budget(i) == budget(out[-1][0]):
+            out[-1].append(i)
+        else:
+            out.append([i])
+    return out
+
+
 @torch.no_grad()
 def complete(model, tok, prompts, max_new_tokens=256, batch_size=32, num_samples=1,
              temperature=0.0, top_k=None, top_p=None, seed=0, progress=None):
-    """Completions for `prompts` (strings), cut at eos / next "Q:". Returns a list of
-    len(prompts) lists of num_samples strings (num_samples=1: a list of strings)."""
-    enc = [tok.encode(p) for p in prompts]
+    """Completions for `prompts` (strings, or token-id lists), cut at eos / next "Q:". Returns a list
+    of len(prompts) lists of num_samples strings (num_samples=1: a list of strings)."""
+    enc = [list(p) if isinstance(p, (list, tuple)) else tok.encode(p) for p in prompts]
     block = model.config.block_size
     for i, ids in enumerate(enc):
         if len(ids) >= block:
             enc[i] = ids[-(block - 1):]  # keep the question end; the shots at the front give way
-    order = sorted(range(len(enc)), key=lambda i: len(enc[i]))
     out = [None] * len(enc)
-    for b0 in range(0, len(order), batch_size):
-        idx = order[b0:b0 + batch_size]
+    for idx in batches([len(p) for p in enc], max_new_tokens, block, batch_size):
         batch = [enc[i] for i in idx]
-        room = block - max(len(p) for p in batch)
-        steps = max(1, min(max_new_tokens, room))
+        steps = max(1, min(max_new_tokens, block - max(len(p) for p in batch)))
         rows = [[] for _ in range(len(batch) * num_samples)]
         done = [False] * len(rows)
+        # the seed follows the batch's first prompt, so a rerun with the same batch_size draws the same samples
         gen = model.generate(batch, steps, temperature=temperature, top_k=top_k, top_p=top_p,
-                             seed=seed + b0, eos_id=tok.eos_id, num_samples=num_samples)
+                             seed=seed + idx[0], eos_id=tok.eos_id, num_samples=num_samples)
         for t, step_tokens in enumerate(gen):
             for r, token in enumerate(step_tokens.tolist()):
                 if not done[r]:
@@ -98,6 +112,7 @@ def complete(model, tok, prompts, max_new_tokens=256, batch_size=32, num_samples
                         rows[r].append(token)
             if (t + 1) % STOP_CHECK_EVERY == 0:
                 for r in range(len(rows)):
+                    # cheap test on the newest tokens first; the full decode only when "Q:" may be there
                     if not done[r] and "Q:" in tok.decode(rows[r][-8:]) and \
                             cut_completion(tok.decode(rows[r])) != tok.decode(rows[r]).strip():
                         done[r] = True

@@ -9,7 +9,8 @@ files here (or --data_dir): gsm8k_test.jsonl, calculus_test.jsonl, ml_math_test.
 math_test.jsonl. A missing file is named and its domain skipped; none at all is an error.
 Writes: <out>.json (per-domain n, correct, accuracy, 95% Wilson interval; with --compare
 both sides, the delta and an exact McNemar p-value on the paired outcomes) and <out>.jsonl
-(one row per problem and checkpoint).
+(one row per problem and checkpoint: domain, index in the domain's subset, question, completion,
+extracted, gold, kind, correct; with --compare also side "A"/"B", so rows pair by domain + index).
 
 Each problem is asked zero-shot in the canonical format ("Q: ...\\nA:"), decoded greedily
 with the KV cache in batches, and checked by the same functions GRPO rewards with
@@ -26,8 +27,8 @@ from dataclasses import dataclass, field
 from tqdm import tqdm
 
 from mathlm.common import atomic_write, atomic_write_json, die, parse_config, pick_device
-from mathlm.eval.answers import (REWARD_KINDS, answers_match, extract_final, majority_key,
-                                 reward_answer)
+from mathlm.eval.answers import (REWARD_KINDS, answers_match, extract_boxed, extract_final,
+                                 extract_number, majority_key, reward_answer)
 from mathlm.eval.harness import complete, load_for_eval, read_rows, subset
 from mathlm.eval.stats import mcnemar_exact, pass_at_k, wilson_interval
 from mathlm.format import qa_prompt
@@ -57,11 +58,21 @@ PRESETS = {"tiny": dict(n=100, max_new_tokens=128), "smoke": dict(n=10, max_new_
 
 
 def gold_and_kind(domain, row):
+    """(gold answer string or None, kind). None: the row states no answer (a MATH solution that boxes
+    nothing); such rows are left out of the test set."""
     kind = row.get("kind") or ("number" if domain == "gsm8k" else "expr")
     gold = row.get("final")
-    if gold is None:  # a GSM8K-schema row: the gold number follows ####
-        gold = row["answer"].rsplit("####", 1)[-1].strip()
-    return str(gold), kind
+    answer = str(row.get("answer") or "")
+    if gold is None and "####" in answer:  # a GSM8K-schema row: the gold follows ####
+        gold = answer.rsplit("####", 1)[-1].strip()
+    elif gold is None:  # a MATH-schema row: the last \boxed{} of the solution
+        gold = extract_boxed(answer)
+    return (None if gold is None or not str(gold).strip() else str(gold)), kind
+
+
+def extract(completion, kind):
+    """What the checker reads: a number (the #### one, else the last) for "number", else the final line."""
+    return extract_number(completion) if kind == "number" else extract_final(completion)
 
 
 def is_correct(completion, gold, kind):
@@ -82,7 +93,11 @@ def load_domains(cfg):
         if not os.path.exists(path):
             print(f"domain {d}: {path} not found, skipped")
             continue
-        rows = subset(read_rows(path), cfg.n, cfg.seed)
+        rows = read_rows(path)
+        usable = [r for r in rows if gold_and_kind(d, r)[0] is not None]
+        if len(usable) < len(rows):
+            print(f"domain {d}: {len(rows) - len(usable)} row(s) without a gold answer left out")
+        rows = subset(usable, cfg.n, cfg.seed)
         if rows:
             out[d] = rows
     if not out:
@@ -108,15 +123,15 @@ def evaluate(checkpoint, cfg, domains, device):
             recs = []
             for i, (row, comp) in enumerate(zip(rows, greedy)):
                 gold, kind = gold_and_kind(d, row)
-                rec = {"domain": d, "checkpoint": checkpoint, "question": row["question"], "completion": comp,
-                       "extracted": extract_final(comp), "gold": gold, "kind": kind,
+                rec = {"domain": d, "index": i, "checkpoint": checkpoint, "question": row["question"],
+                       "completion": comp, "extracted": extract(comp, kind), "gold": gold, "kind": kind,
                        "correct": is_correct(comp, gold, kind)}
                 if sampled is not None:
                     flags = [is_correct(s, gold, kind) for s in sampled[i]]
-                    keys = [majority_key(extract_final(s)) for s in sampled[i]]
+                    keys = [majority_key(extract(s, kind)) for s in sampled[i]]
                     keys = [k for k in keys if k is not None]
                     vote = max(keys, key=keys.count) if keys else None
-                    rec.update(sample_correct=flags, majority=vote,
+                    rec.update(samples=sampled[i], sample_correct=flags, majority=vote,
                                majority_correct=vote is not None and is_correct(f"#### {vote}", gold, kind))
                 recs.append(rec)
             results[d] = recs
@@ -142,12 +157,12 @@ def main(argv=None):
     cfg = parse_config(Config, PRESETS, argv)
     if cfg.compare and len(cfg.compare) != 2:
         die("--compare takes exactly two checkpoints: A B")
-    device = pick_device(cfg.device)
-    domains = load_domains(cfg)
     ckpts = cfg.compare or [cfg.checkpoint]
     for c in ckpts:
         if not os.path.exists(c):
-            die(f"checkpoint {c} not found")
+            die(f"checkpoint {c} not found — train one or pass --checkpoint PATH")
+    domains = load_domains(cfg)
+    device = pick_device(cfg.device)
     t0 = time.time()
     runs = [evaluate(c, cfg, domains, device) for c in ckpts]
     summary = {"task": "math", "checkpoints": ckpts, "seconds": time.time() - t0, "n_per_domain": cfg.n,
@@ -171,7 +186,8 @@ def main(argv=None):
             delta = sb["accuracy"] - sa["accuracy"]
             summary["domains"][d] = {"A": sa, "B": sb, "delta": delta, "a_only": b, "b_only": c, "p_value": p}
             print(f"{d:<10} {sa['n']:>5}  {pct(sa):<28} {pct(sb):<28} {100 * delta:>+7.1f}%  {p:.3g}")
-    rows = [r for run in runs for recs in run.values() for r in recs]
+    rows = [dict(r, side="AB"[j]) if len(runs) == 2 else r
+            for j, run in enumerate(runs) for recs in run.values() for r in recs]
     atomic_write(cfg.out + ".jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     atomic_write_json(cfg.out + ".json", summary)
     print(f"wrote {cfg.out}.json and {cfg.out}.jsonl ({time.time() - t0:.1f}s)")
