@@ -136,6 +136,13 @@ def test_trailing_partial_character_is_dropped(tiny):
     assert "".join(stream_ids(Scripted(ids), tok, [5])) == "7"
 
 
+def test_invalid_bytes_are_shown_not_swallowed(tiny):
+    tok = tiny[3]
+    ids = [_byte_token(tok, 0x80), _byte_token(tok, 0x80)] + tok.encode("a")  # lone continuation bytes
+    assert "".join(stream_ids(Scripted(ids), tok, [5])) == "\ufffd\ufffda"
+    assert "".join(stream_ids(Scripted(ids[:2]), tok, [5])) == "\ufffd"  # the last one may be a cut-off char
+
+
 @pytest.mark.parametrize("text,want", [
     (" 5\n\nQ: next question", " 5"),
     (" 5\nQ: next", " 5"),

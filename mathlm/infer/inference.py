@@ -165,8 +165,8 @@ def stream_ids(model, tok, ids, max_new_tokens=256, temperature=0.0, top_k=0, to
     """Yield the completion of prompt `ids` as text pieces, as the tokens are sampled.
 
     The whole completion is decoded every step and only the new suffix is yielded: a token can be
-    half a UTF-8 character (byte-level BPE), shown as a trailing U+FFFD until its other bytes arrive,
-    so that is held back; so is a trailing "\\n" / "\\nQ" that may become the next "Q:" turn.
+    part of a UTF-8 character (byte-level BPE), shown as one trailing U+FFFD until its other bytes
+    arrive, so that is held back; so is a trailing "\\n" / "\\nQ" that may become the next "Q:" turn.
     Stops at any special token (<|eos|> ends a turn) or at the next "Q:" (format.STOP_STRINGS)."""
     check_prompt(model, ids)
     seed = None if seed is None or seed < 0 else seed
@@ -182,12 +182,15 @@ def stream_ids(model, tok, ids, max_new_tokens=256, temperature=0.0, top_k=0, to
         if cut != -1:
             text = text[:cut]
             break
-        end = len(text.rstrip("\ufffd"))
+        # an incomplete UTF-8 sequence at the end decodes to exactly one U+FFFD (earlier ones are
+        # invalid bytes for good), so only a single trailing U+FFFD can still turn into a character
+        end = len(text) - text.endswith("\ufffd")
         end -= _held_back(text[:end])
         if end > sent:
             yield text[sent:end]
             sent = end
-    text = text.rstrip("\ufffd")  # a character cut off by max_new_tokens is noise, not text
+    if text.endswith("\ufffd") and len(text) - 1 >= sent:
+        text = text[:-1]  # a character cut off by max_new_tokens is noise, not text
     if len(text) > sent:
         yield text[sent:]
 
