@@ -1,0 +1,601 @@
+"""GRPO: reinforce the SFT model with verifiable rewards (DeepSeekMath's group-relative PPO).
+
+    python -m mathlm.train.grpo                           # the 40M GPU recipe
+    python -m mathlm.train.grpo --preset tiny             # 2 CPU cores, minutes
+    python -m mathlm.train.grpo --scale_rewards none      # Dr. GRPO: advantages not divided by the std
+    python -m mathlm.train.grpo --loss_type dapo          # per-token mean instead of per-sequence mean
+    python -m mathlm.train.grpo --resume                  # continue exactly where it stopped
+    torchrun --nproc_per_node 8 -m mathlm.train.grpo      # DDP: each rank rolls out its share of questions
+
+Reads: --init_from (the SFT checkpoint: the policy's start and the frozen KL reference),
+math_tokenizer/, <task>.jsonl (questions to train on) and <task>_test.jsonl (held-out
+accuracy) for each task in --tasks. A row is {"question", "answer"} plus optionally "final"
+(the gold answer; else the number after "####" in answer) and "kind" (number | expr |
+antiderivative; default number).
+Writes: checkpoint_mathlm_grpo.pt (+ .json with the history: reward, pass@1, pass@G, KL, ...)
+at every eval and at the end, atomically.
+
+One step:
+ 1. draw questions_per_step questions; prefill each prompt once and sample its group_size (G)
+    completions together from the KV cache (GPT.generate with num_samples=G);
+ 2. cut each completion at <|eos|> (kept, it is the model's decision to stop) or at the next
+    "Q:" turn; score it with mathlm.eval.answers: correctness 1/0, format 1/0 (logged always,
+    added to the reward only with --format_reward_weight > 0);
+ 3. advantages within each group: (r - mean) / (std + eps), or r - mean with --scale_rewards
+    none. A group whose G rewards are all equal has no signal: it is counted and dropped;
+ 4. loss on completion tokens: -min(ratio * A, clip(ratio, 1 ± clip_eps) * A) + beta * KL,
+    KL the k3 estimator against the reference; averaged per sequence then over sequences
+    (grpo) or over all tokens (dapo); ppo_epochs optimizer steps on the batch (ratio = 1 on
+    the first: old log-probs are those of the policy that sampled).
+"""
+import os
+import random
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from mathlm.common import autocast, config_dict, die, parse_config, pick_device, pick_dtype, set_seed
+from mathlm.format import STOP_STRINGS, cut_completion, qa_prompt
+from mathlm.train.common import (Dist, check_compatible, get_lr, init_wandb, load_checkpoint,
+                                 model_from_checkpoint, save_checkpoint)
+
+
+@dataclass
+class Config:
+    # data
+    init_from: str = "checkpoint_mathlm.pt"  # SFT checkpoint: policy init and frozen KL reference
+    data_dir: str = "."
+    tokenizer: str = "math_tokenizer"
+    tasks: str = "gsm8k:1,calculus:1"  # name:weight — questions from <name>.jsonl, held-out from <name>_test.jsonl
+    # rollouts
+    group_size: int = 8             # G completions per question
+    questions_per_step: int = 16    # questions per step (global, split across ranks)
+    max_new_tokens: int = 256       # GSM8K reference answers average 125 tokens (docs/BENCHMARKS.md): 128 cuts many
+    temperature: float = 1.0
+    top_k: int = 0                  # 0 = off
+    top_p: float = 1.0              # 1.0 = off
+    # objective
+    beta: float = 0.02              # KL-to-reference weight; 0 skips the reference forward pass
+    clip_eps: float = 0.2           # PPO ratio clip
+    scale_rewards: str = "group"    # group: (r - mean) / (std + eps) | none: r - mean (Dr. GRPO)
+    loss_type: str = "grpo"         # grpo: mean per sequence, then over sequences | dapo: mean over all tokens
+    format_reward_weight: float = 0.0  # > 0 adds format_reward (one "#### answer" line) to the correctness reward
+    ppo_epochs: int = 1             # optimizer steps per rollout batch (mu); > 1 stores the sampler's log-probs
+    micro_batch: int = 32           # sequences per forward/backward in the update
+    # optimisation
+    max_steps: int = 500
+    lr: float = 1e-5                # peak; small models move less per step than the 1e-6 of 7B recipes
+    min_lr: float = 1e-5            # = lr: constant after warmup, the usual GRPO schedule
+    warmup_steps: int = 10
+    weight_decay: float = 0.0
+    beta1: float = 0.9
+    beta2: float = 0.99
+    grad_clip: float = 1.0          # 0 = off
+    # system
+    device: str = "auto"            # auto|cuda|mps|cpu
+    dtype: str = "auto"             # auto (bf16 on CUDA, else fp32)|bf16|fp32
+    seed: int = 1337
+    # bookkeeping
+    out: str = "checkpoint_mathlm_grpo.pt"
+    resume: bool = False
+    eval_every: int = 50            # steps; held-out greedy accuracy + checkpoint; -1 = only at the start and end
+    n_eval: int = 200               # held-out questions per task (a fixed seeded subset)
+    eval_batch: int = 64            # prompts per greedy generate call
+    log_every: int = 1
+    wandb: bool = False
+    wandb_project: str = "mathlm"
+    run_name: str = "grpo"
+    progress: bool = True
+
+
+PRESETS = {
+    # the tiny SFT model on 2 CPU cores: a few minutes
+    "tiny": dict(group_size=8, questions_per_step=8, max_new_tokens=128, max_steps=60, lr=2e-5, min_lr=2e-5,
+                 warmup_steps=5, micro_batch=64, eval_every=20, n_eval=50, eval_batch=50),
+    # the pipeline's smoke run: seconds
+    "smoke": dict(group_size=4, questions_per_step=4, max_new_tokens=32, max_steps=4, warmup_steps=1,
+                  micro_batch=16, eval_every=2, n_eval=8, eval_batch=8, lr=1e-4, min_lr=1e-4),
+}
+
+
+def validate(cfg):
+    for k in ("group_size", "questions_per_step", "max_new_tokens", "max_steps", "ppo_epochs", "micro_batch",
+              "n_eval", "eval_batch", "log_every"):
+        if getattr(cfg, k) <= 0:
+            die(f"--{k} must be positive (got {getattr(cfg, k)})")
+    if cfg.group_size < 2:
+        die("--group_size must be at least 2: advantages compare completions within a group")
+    if cfg.scale_rewards not in ("group", "none"):
+        die(f"--scale_rewards {cfg.scale_rewards!r}: use group or none")
+    if cfg.loss_type not in ("grpo", "dapo"):
+        die(f"--loss_type {cfg.loss_type!r}: use grpo or dapo")
+    if cfg.beta < 0 or cfg.clip_eps < 0 or cfg.temperature < 0:
+        die("--beta, --clip_eps and --temperature must be non-negative")
+    if cfg.temperature == 0:
+        die("--temperature 0 samples G identical completions: every group is zero-signal; use e.g. 1.0")
+    if cfg.lr <= 0 or cfg.min_lr < 0:
+        die("--lr must be positive and --min_lr non-negative")
+
+
+# -----------------------------------------------------------------------------
+# the objective: pure functions of tensors (tests check them against hand computations)
+
+def group_advantages(rewards, scale="group", eps=1e-4):
+    """rewards (B, G) → (advantages (B, G), zero_signal (B,) bool).
+    scale "group": (r - mean) / (std + eps), std the unbiased one over the G samples (as TRL);
+    scale "none": r - mean (Dr. GRPO: dividing by std up-weights groups that are nearly solved or
+    nearly hopeless). zero_signal marks groups whose rewards are all equal: their advantages are 0."""
+    rewards = rewards.float()
+    adv = rewards - rewards.mean(1, keepdim=True)
+    if scale == "group":
+        adv = adv / (rewards.std(1, keepdim=True) + eps)
+    elif scale != "none":
+        raise ValueError(f"scale must be 'group' or 'none', got {scale!r}")
+    zero_signal = (rewards == rewards[:, :1]).all(1)
+    return adv, zero_signal
+
+
+def token_logprobs(logits, tokens):
+    """logits (N, T, V), tokens (N, T) → log p(tokens) (N, T), computed in fp32."""
+    logits = logits.float()
+    return logits.gather(-1, tokens.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+
+
+def kl_k3(logp, ref_logp):
+    """Per-token k3 estimate of KL(policy || reference) from log-probs of the policy's own samples:
+    exp(d) - d - 1 with d = ref - logp. Unbiased, never negative, low variance (Schulman 2020)."""
+    d = ref_logp - logp
+    return torch.exp(d) - d - 1
+
+
+def grpo_loss(logp, old_logp, ref_logp, adv, mask, clip_eps=0.2, beta=0.0, loss_type="grpo"):
+    """The clipped surrogate plus beta * KL, on completion tokens.
+
+    logp (N, T) log-probs under the policy being trained (with grad); old_logp (N, T) those of the
+    policy that sampled (no grad); ref_logp (N, T) the reference's, or None when beta == 0;
+    adv (N,) one advantage per sequence; mask (N, T) 1 on completion tokens.
+    loss_type "grpo": each sequence's mean over its tokens, then the mean over sequences (those with
+    at least one token); "dapo": the mean over all tokens of the batch (long answers weigh more).
+    Returns (loss, stats) with stats floats: kl (mean per token; nan without a reference),
+    clip_frac (tokens where the clipped term was the smaller), ratio (mean per token)."""
+    mask = mask.to(logp.dtype)
+    ratio = torch.exp(logp - old_logp)
+    a = adv.to(logp.dtype)[:, None]  # (N, 1): every token of a sequence shares its advantage
+    unclipped = ratio * a
+    clipped = ratio.clamp(1.0 - clip_eps, 1.0 + clip_eps) * a
+    per_token = -torch.min(unclipped, clipped)
+    kl = None
+    if beta > 0:
+        kl = kl_k3(logp, ref_logp)
+        per_token = per_token + beta * kl
+    elif ref_logp is not None:
+        kl = kl_k3(logp, ref_logp)  # logged only
+    n_tok = mask.sum()
+    if loss_type == "grpo":
+        per_seq_n = mask.sum(1)
+        has = per_seq_n > 0
+        per_seq = (per_token * mask).sum(1) / per_seq_n.clamp(min=1)
+        loss = per_seq[has].sum() / has.sum().clamp(min=1)
+    elif loss_type == "dapo":
+        loss = (per_token * mask).sum() / n_tok.clamp(min=1)
+    else:
+        raise ValueError(f"loss_type must be 'grpo' or 'dapo', got {loss_type!r}")
+    with torch.no_grad():
+        denom = n_tok.clamp(min=1)
+        stats = {"kl": float((kl * mask).sum() / denom) if kl is not None else float("nan"),
+                 "clip_frac": float(((clipped < unclipped).to(mask.dtype) * mask).sum() / denom),
+                 "ratio": float((ratio * mask).sum() / denom)}
+    return loss, stats
+
+
+# -----------------------------------------------------------------------------
+# data: questions with their gold answers
+
+def parse_tasks(spec):
+    out = {}
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        name, _, w = part.partition(":")
+        try:
+            out[name.removesuffix(".jsonl")] = float(w) if w else 1.0
+        except ValueError:
+            die(f"--tasks entry {part!r} is not name:weight")
+        if out[name.removesuffix(".jsonl")] < 0:
+            die(f"--tasks weight for {name} is negative")
+    if not out or sum(out.values()) <= 0:
+        die("--tasks is empty; give name:weight pairs, e.g. gsm8k:1,calculus:1")
+    return out
+
+
+def gold_of(row):
+    """The gold answer string: row["final"], else what follows the last "####", else the whole answer."""
+    if row.get("final") not in (None, ""):
+        return str(row["final"]).strip()
+    ans = str(row.get("answer", ""))
+    return (ans.rsplit("####", 1)[1] if "####" in ans else ans).strip().replace(",", "")
+
+
+def load_questions(path, task):
+    """<task>.jsonl → [{"question", "gold", "kind", "task"}]; rows without a question or gold are skipped."""
+    from mathlm.data.qa_io import read_jsonl
+    from mathlm.eval.answers import REWARD_KINDS
+    out = []
+    for row in read_jsonl(path):
+        q, gold = row.get("question"), gold_of(row)
+        kind = row.get("kind") or "number"
+        if kind not in REWARD_KINDS:
+            die(f"{path}: kind {kind!r} is not one of {REWARD_KINDS} — fix the generator that wrote it")
+        if isinstance(q, str) and q.strip() and gold:
+            out.append({"question": q, "gold": gold, "kind": kind, "task": task})
+    return out
+
+
+def load_tasks(cfg, verbose=True):
+    """(train questions per task, their weights, held-out subset) for --tasks; missing files are named."""
+    weights = parse_tasks(cfg.tasks)
+    train, w, heldout = {}, {}, []
+    for name, weight in weights.items():
+        path = os.path.join(cfg.data_dir, f"{name}.jsonl")
+        if not os.path.exists(path):
+            if verbose:
+                print(f"tasks: {path} not found — skipping {name}")
+            continue
+        rows = load_questions(path, name)
+        if not rows:
+            if verbose:
+                print(f"tasks: {path} has no usable rows — skipping {name}")
+            continue
+        train[name], w[name] = rows, weight
+        test_path = os.path.join(cfg.data_dir, f"{name}_test.jsonl")
+        if os.path.exists(test_path):
+            test = load_questions(test_path, name)
+            # a fixed seeded subset: test files are often ordered (by topic, by difficulty)
+            heldout += random.Random(cfg.seed).sample(test, min(cfg.n_eval, len(test)))
+        elif verbose:
+            print(f"tasks: {test_path} not found — no held-out accuracy for {name}")
+        if verbose:
+            print(f"tasks: {name} weight {weight:g} | {len(rows):,} train questions")
+    if not train or sum(w.values()) <= 0:
+        die(f"no task in --tasks {cfg.tasks!r} has a <name>.jsonl in {cfg.data_dir} — run its "
+            "mathlm.data download_/generate_ stage first")
+    return train, w, heldout
+
+
+def draw_questions(train, weights, n, gen):
+    """n questions: a task by weight, then a row uniformly, both from the seeded generator `gen`."""
+    names = list(train)
+    p = torch.tensor([weights[k] for k in names], dtype=torch.float)
+    tasks = torch.multinomial(p, n, replacement=True, generator=gen).tolist()
+    out = []
+    for t in tasks:
+        rows = train[names[t]]
+        out.append(rows[int(torch.randint(len(rows), (1,), generator=gen))])
+    return out
+
+
+# -----------------------------------------------------------------------------
+# rollouts
+
+def cut_tokens(tok, ids):
+    """Generated ids → (kept ids, answer text). Kept: up to and including <|eos|>, or, when the model
+    starts a new "Q:" turn itself, the tokens that end before it (at least one, so every completion
+    carries its advantage). The text is format.cut_completion of the kept text: what the reward sees."""
+    eos = tok.eos_id
+    if eos in ids:
+        ids = ids[:ids.index(eos) + 1]
+        body = ids[:-1]
+    else:
+        body = ids
+    text = tok.decode(body)
+    stops = [i for i in (text.find(s) for s in STOP_STRINGS) if i != -1]
+    if not stops:
+        return ids, cut_completion(text)
+    cut = min(stops)
+    lo, hi = 0, len(body)  # the largest k whose decoded prefix ends at or before the cut
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if len(tok.decode(body[:mid])) <= cut:
+            lo = mid
+        else:
+            hi = mid - 1
+    return body[:max(lo, 1)], cut_completion(text)
+
+
+def prompt_ids(tok, question):
+    return tok.encode(qa_prompt(question))  # exactly SFT's prompt tokens (format.encode_qa)
+
+
+@torch.no_grad()
+def rollout(model, tok, questions, group_size, max_new_tokens, temperature=1.0, top_k=0, top_p=1.0,
+            seed=None, device="cpu", dtype=torch.float32):
+    """Sample group_size completions per question in one batched generate (each prompt prefilled once).
+    Returns a dict: prompts (B lists), completions (B*G kept id lists, question-major), texts (B*G
+    answer strings), n_generated (tokens sampled, eos included)."""
+    prompts = [prompt_ids(tok, q["question"]) for q in questions]
+    with autocast(device, dtype):
+        steps = list(model.generate(prompts, max_new_tokens, temperature=temperature, top_k=top_k or None,
+                                    top_p=top_p if top_p < 1.0 else None, seed=seed, eos_id=tok.eos_id,
+                                    num_samples=group_size))
+    if steps:
+        rows = torch.stack(steps, 1).tolist()  # (B*G, steps)
+    else:
+        rows = [[] for _ in range(len(prompts) * group_size)]
+    completions, texts, n_generated = [], [], 0
+    for r in rows:
+        n_generated += r.index(tok.eos_id) + 1 if tok.eos_id in r else len(r)
+        kept, text = cut_tokens(tok, r) if r else ([tok.eos_id], "")
+        completions.append(kept)
+        texts.append(text)
+    return {"prompts": prompts, "completions": completions, "texts": texts, "n_generated": n_generated}
+
+
+def score(texts, questions, group_size):
+    """(correct (B, G), format (B, G)) rewards, 1.0/0.0 each, from mathlm.eval.answers."""
+    from mathlm.eval.answers import format_reward, reward_answer
+    correct = [reward_answer(t, questions[i // group_size]["gold"], questions[i // group_size]["kind"])
+               for i, t in enumerate(texts)]
+    fmt = [format_reward(t) for t in texts]
+    B = len(questions)
+    return (torch.tensor(correct, dtype=torch.float).view(B, group_size),
+            torch.tensor(fmt, dtype=torch.float).view(B, group_size))
+
+
+def pack(prompts, completions, pad_id):
+    """Right-padded prompt+completion rows for one causal forward.
+    Returns idx (N, T) and mask (N, T-1): mask[i, t] = 1 where idx[i, t+1] is a completion token,
+    i.e. the positions whose logits predict the completion (targets = idx[:, 1:])."""
+    T = max(len(p) + len(c) for p, c in zip(prompts, completions))
+    idx = torch.full((len(prompts), T), pad_id, dtype=torch.long)
+    mask = torch.zeros(len(prompts), T - 1)
+    for i, (p, c) in enumerate(zip(prompts, completions)):
+        idx[i, :len(p) + len(c)] = torch.tensor(p + c, dtype=torch.long)
+        mask[i, len(p) - 1:len(p) - 1 + len(c)] = 1
+    return idx, mask
+
+
+def sequence_logprobs(model, idx, device, dtype):
+    """log p(idx[:, 1:] | prefix) under model, (N, T-1) fp32."""
+    with autocast(device, dtype):
+        logits, _, _ = model(idx)
+    return token_logprobs(logits[:, :-1], idx[:, 1:])
+
+
+# -----------------------------------------------------------------------------
+# held-out accuracy: greedy, fixed questions
+
+@torch.no_grad()
+def heldout_accuracy(model, tok, rows, max_new_tokens, batch_size=64, device="cpu", dtype=torch.float32,
+                     progress=False):
+    """Greedy answers to `rows` ({"question", "gold", "kind", "task"}) → (accuracy, {task: accuracy})."""
+    from mathlm.eval.answers import reward_answer
+    was_training = model.training
+    model.eval()
+    hits = {}
+    batches = range(0, len(rows), batch_size)
+    if progress:
+        from tqdm import tqdm
+        batches = tqdm(batches, desc="held-out", unit="batch", leave=False, dynamic_ncols=True)
+    for s in batches:
+        chunk = rows[s:s + batch_size]
+        out = rollout(model, tok, chunk, 1, max_new_tokens, temperature=0.0, device=device, dtype=dtype)
+        for q, text in zip(chunk, out["texts"]):
+            hits.setdefault(q["task"], []).append(reward_answer(text, q["gold"], q["kind"]))
+    model.train(was_training)
+    per_task = {k: sum(v) / len(v) for k, v in hits.items()}
+    n = sum(len(v) for v in hits.values())
+    return (sum(sum(v) for v in hits.values()) / n if n else float("nan")), per_task
+
+
+# -----------------------------------------------------------------------------
+
+def main(argv=None):
+    cfg = parse_config(Config, PRESETS, argv)
+    validate(cfg)
+    from mathlm.tokenizer import MathTokenizer
+
+    dist = Dist(pick_device(cfg.device))
+    device = dist.device
+    dtype = pick_dtype(device, cfg.dtype, verbose=dist.master)
+    set_seed(cfg.seed)
+    if cfg.questions_per_step % dist.world:
+        die(f"--questions_per_step {cfg.questions_per_step} must be divisible by the number of processes ({dist.world})")
+
+    try:
+        tok = MathTokenizer.load(os.path.join(cfg.data_dir, cfg.tokenizer))
+    except ValueError as e:
+        die(str(e))
+    train, weights, heldout = load_tasks(cfg, verbose=dist.master)
+
+    # --- policy, reference, optimizer, state ---------------------------------
+    resuming = cfg.resume and os.path.exists(cfg.out)
+    if cfg.resume and not resuming and dist.master:
+        print(f"--resume: {cfg.out} not found, starting fresh from {cfg.init_from}")
+    need_init = not resuming or cfg.beta > 0
+    init = None
+    if need_init:
+        if not os.path.exists(cfg.init_from):
+            die(f"{cfg.init_from} not found — run python -m mathlm.train.sft first (or pass --init_from)")
+        init = load_checkpoint(cfg.init_from)
+        check_compatible(cfg.init_from, init, None, tok.hash)
+    state = load_checkpoint(cfg.out) if resuming else init
+    check_compatible(cfg.out if resuming else cfg.init_from, state, None, tok.hash)
+    if init is not None and resuming:
+        check_compatible(cfg.out, state, init["model_config"], None)
+    mc = state["model_config"]
+    raw_model = model_from_checkpoint(state, device)
+    if cfg.max_new_tokens >= mc["block_size"]:
+        die(f"--max_new_tokens {cfg.max_new_tokens} leaves no room for the prompt in block_size {mc['block_size']}")
+    ref_model = None
+    if cfg.beta > 0:
+        ref_model = model_from_checkpoint(init, device).eval()
+        for p in ref_model.parameters():
+            p.requires_grad_(False)
+    del init
+    optimizer = raw_model.configure_optimizers(cfg.weight_decay, cfg.lr, (cfg.beta1, cfg.beta2), device.split(":")[0])
+    data_gen = torch.Generator().manual_seed(cfg.seed)  # question sampler: identical on every rank
+    step, history = 0, []
+    if resuming:
+        if "optimizer" in state:
+            optimizer.load_state_dict(state["optimizer"])
+        data_gen.set_state(state["rng"]["data"])
+        torch.set_rng_state(state["rng"]["torch"])
+        step, history = state["step"], state.get("history", [])
+        if dist.master:
+            print(f"resumed from {cfg.out} at step {step:,}")
+    del state
+    model = dist.wrap(raw_model)
+    logger = init_wandb(cfg.wandb, cfg.wandb_project, cfg.run_name, config_dict(cfg), dist.master)
+    G, Q = cfg.group_size, cfg.questions_per_step
+    if dist.master:
+        print(f"rollouts/step {Q * G:,} = {Q} questions × {G} samples ({dist.world} process"
+              f"{'es' if dist.world > 1 else ''}) | {cfg.max_new_tokens} new tokens max | beta {cfg.beta:g} | "
+              f"{cfg.loss_type} loss, {cfg.scale_rewards} scaling | {cfg.max_steps:,} steps")
+
+    def checkpoint():
+        if not dist.master:
+            return
+        save_checkpoint(cfg.out, {
+            "model": raw_model.state_dict(), "optimizer": optimizer.state_dict(), "model_config": mc,
+            "config": config_dict(cfg), "step": step,
+            "rng": {"data": data_gen.get_state(), "torch": torch.get_rng_state()},
+            "tokenizer_hash": tok.hash, "stage": "grpo", "history": history, "n_params": raw_model.num_params()})
+
+    def evaluate_and_save():
+        if dist.master:
+            msg = ""
+            if heldout:
+                acc, per = heldout_accuracy(raw_model, tok, heldout, cfg.max_new_tokens, cfg.eval_batch, device,
+                                            dtype, progress=cfg.progress)
+                history.append({"step": step, "heldout_acc": acc, **{f"heldout_acc/{k}": v for k, v in per.items()}})
+                logger.log({"heldout_acc": acc, **{f"heldout/{k}": v for k, v in per.items()}}, step=step)
+                msg = f" | heldout_acc {acc:.3f} | " + " | ".join(f"{k} {v:.3f}" for k, v in per.items())
+            checkpoint()
+            print(f"step {step:05d}/{cfg.max_steps:05d}{msg} | saved {cfg.out}")
+        dist.barrier()
+
+    # --- one update on a rollout batch ---------------------------------------
+    def update(idx, mask, adv, n_rows_all, n_tok_all):
+        """ppo_epochs optimizer steps on this rank's rows. The loss of each micro-batch is scaled so that,
+        summed over micro-batches and averaged over ranks by DDP, it is grpo_loss on the global batch."""
+        N = idx.size(0)
+        chunks = [slice(s, s + cfg.micro_batch) for s in range(0, N, cfg.micro_batch)] or [slice(0, 0)]
+        to = lambda t: t.to(device)
+        old, ref = [None] * len(chunks), [None] * len(chunks)
+        with torch.no_grad():
+            for j, c in enumerate(chunks):
+                if N and cfg.ppo_epochs > 1:  # the sampler's log-probs; with one epoch logp.detach() is the same
+                    old[j] = sequence_logprobs(raw_model, to(idx[c]), device, dtype)
+                if N and ref_model is not None:
+                    ref[j] = sequence_logprobs(ref_model, to(idx[c]), device, dtype)
+        stats = {"loss": 0.0, "kl": 0.0, "clip_frac": 0.0, "ratio": 0.0}
+        grad_norm = 0.0
+        for epoch in range(cfg.ppo_epochs):
+            for j, c in enumerate(chunks):
+                if dist.enabled:  # sync gradients once, on the last micro-batch
+                    model.require_backward_grad_sync = j == len(chunks) - 1
+                if N == 0:  # this rank drew only zero-signal groups: a zero loss keeps DDP's all-reduce in step
+                    logits, _, _ = model(torch.zeros(1, 1, dtype=torch.long, device=device))
+                    (0.0 * logits.sum()).backward()
+                    continue
+                m = to(mask[c])
+                logp = sequence_logprobs(model, to(idx[c]), device, dtype)
+                old_logp = old[j] if old[j] is not None else logp.detach()
+                loss, st = grpo_loss(logp, old_logp, ref[j], to(adv[c]), m, cfg.clip_eps, cfg.beta, cfg.loss_type)
+                # this micro-batch's share of the global normaliser (sequences for grpo, tokens for dapo);
+                # × world because DDP averages gradients over ranks
+                share = (m.size(0) / n_rows_all) if cfg.loss_type == "grpo" else (float(m.sum()) / n_tok_all)
+                (loss * share * dist.world).backward()
+                if epoch == cfg.ppo_epochs - 1:  # stats of the last epoch, token-weighted over micro-batches
+                    w = float(m.sum()) / max(1.0, float(mask.sum()))
+                    stats["loss"] += float(loss) * share
+                    for k in ("kl", "clip_frac", "ratio"):
+                        stats[k] += st[k] * w
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(
+                raw_model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf")))
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        stats["grad_norm"] = grad_norm
+        return stats
+
+    # --- the loop ------------------------------------------------------------
+    bar = None
+    if dist.master and cfg.progress:
+        from tqdm import tqdm
+        bar = tqdm(total=cfg.max_steps, initial=step, desc="grpo", unit="step", leave=False, dynamic_ncols=True)
+    start_step = step
+    if step == 0:
+        evaluate_and_save()  # the SFT model's held-out accuracy: the baseline the curve starts from
+    while step < cfg.max_steps:
+        t0 = time.time()
+        lr = get_lr(step, cfg.lr, cfg.min_lr, cfg.warmup_steps, cfg.max_steps)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        # every rank draws the whole batch from the shared generator and keeps its own share
+        questions = draw_questions(train, weights, Q, data_gen)[dist.rank::dist.world]
+        raw_model.eval()
+        ro = rollout(raw_model, tok, questions, G, cfg.max_new_tokens, cfg.temperature, cfg.top_k, cfg.top_p,
+                     seed=cfg.seed + 7919 * step + dist.rank, device=device, dtype=dtype)
+        t_gen = time.time() - t0
+        raw_model.train()
+        correct, fmt = score(ro["texts"], questions, G)
+        reward = correct + cfg.format_reward_weight * fmt if cfg.format_reward_weight > 0 else correct
+        adv, zero = group_advantages(reward, cfg.scale_rewards)
+
+        # zero-signal groups are dropped: they would only add KL and dilute the normaliser
+        keep = [i for i in range(len(questions) * G) if not zero[i // G]]
+        prompts = [ro["prompts"][i // G] for i in keep]
+        comps = [ro["completions"][i] for i in keep]
+        n_rows_all = dist.mean(len(keep)) * dist.world
+        n_tok_all = dist.mean(sum(len(c) for c in comps)) * dist.world
+        skipped = n_rows_all == 0
+        stats = {"loss": float("nan"), "kl": float("nan"), "clip_frac": float("nan"), "ratio": float("nan"),
+                 "grad_norm": float("nan")}
+        if not skipped:  # every group of the global batch zero-signal: no gradient, no optimizer step
+            if keep:
+                idx, mask = pack(prompts, comps, tok.pad_id)
+                adv_k = adv.view(-1)[keep]
+            else:
+                idx, mask, adv_k = torch.zeros(0, 1, dtype=torch.long), torch.zeros(0, 0), torch.zeros(0)
+            stats = update(idx, mask, adv_k, n_rows_all, n_tok_all)
+        step += 1
+        if bar is not None:
+            bar.update(1)
+
+        if step % cfg.log_every == 0 or step == cfg.max_steps:
+            dt = time.time() - t0
+            lens = [len(c) for c in ro["completions"]]
+            row = {"step": step, "reward": dist.mean(reward.mean()), "pass@1": dist.mean(correct.mean()),
+                   "pass@G": dist.mean((correct.max(1).values > 0).float().mean()),
+                   "format": dist.mean(fmt.mean()), "zero_signal": dist.mean(zero.float().mean()),
+                   "kl": dist.mean(stats["kl"]), "len": dist.mean(sum(lens) / len(lens)),
+                   "loss": dist.mean(stats["loss"]), "clip_frac": dist.mean(stats["clip_frac"]),
+                   "grad_norm": stats["grad_norm"], "lr": lr, "skipped": skipped,
+                   "tok_s": dist.mean(ro["n_generated"] / max(t_gen, 1e-9)) * dist.world, "dt": dt}
+            history.append(row)
+            if dist.master:
+                eta = (cfg.max_steps - step) * dt
+                kl = "-" if row["kl"] != row["kl"] else f"{row['kl']:.4f}"  # nan (no reference pass) prints as -
+                line = (f"step {step:05d}/{cfg.max_steps:05d} ({100 * step / cfg.max_steps:.1f}%) | reward {row['reward']:.3f}"
+                        f" | pass@1 {row['pass@1']:.3f} | pass@{G} {row['pass@G']:.3f} | format {row['format']:.2f}"
+                        f" | zero_signal {row['zero_signal']:.2f} | kl {kl} | len {row['len']:.1f} | lr {lr:.1e}"
+                        f" | dt {dt:.1f}s | tok/s {row['tok_s']:,.0f} | eta {eta / 60:.1f}m"
+                        + (" | skipped: every group zero-signal" if skipped else ""))
+                (bar.write if bar is not None else print)(line)
+                logger.log({k: v for k, v in row.items() if k != "step"}, step=step)
+
+        if cfg.eval_every > 0 and step % cfg.eval_every == 0 and step != cfg.max_steps:
+            evaluate_and_save()
+    if bar is not None:
+        bar.close()
+    if step > start_step or not os.path.exists(cfg.out):
+        evaluate_and_save()
+    if dist.master:
+        print(f"wrote {cfg.out} (step {step:,}, {raw_model.num_params() / 1e6:.2f}M params)")
+    logger.finish()
+    dist.close()
+    return history
+
+
+if __name__ == "__main__":
+    main()

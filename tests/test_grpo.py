@@ -1,0 +1,218 @@
+"""GRPO tests: the objective against hand computations, the rollout plumbing on a real tiny
+tokenizer, and (slow) learning measured end to end: a tiny model SFT'd on 2-digit addition, then
+GRPO'd with the real trainer, must answer more held-out questions correctly."""
+import json
+import math
+import os
+import random
+
+import pytest
+import torch
+
+from mathlm.train.grpo import (cut_tokens, gold_of, group_advantages, grpo_loss, kl_k3, pack, score,
+                               token_logprobs)
+
+EPS = 1e-4
+
+
+# -----------------------------------------------------------------------------
+# advantages
+
+def test_group_advantages_by_hand():
+    rewards = torch.tensor([[1.0, 0.0, 0.0, 1.0],
+                            [1.0, 1.0, 1.0, 1.0],
+                            [0.0, 0.0, 0.0, 1.0]])
+    adv, zero = group_advantages(rewards, "group", EPS)
+    # group 0: mean 1/2, unbiased std sqrt(4 * (1/2)^2 / 3) = sqrt(1/3)
+    s0 = math.sqrt(1 / 3) + EPS
+    # group 2: mean 1/4, deviations (-1/4, -1/4, -1/4, 3/4), unbiased var (3/16 + 9/16) / 3 = 1/4
+    s2 = 0.5 + EPS
+    want = torch.tensor([[0.5 / s0, -0.5 / s0, -0.5 / s0, 0.5 / s0],
+                         [0.0, 0.0, 0.0, 0.0],
+                         [-0.25 / s2, -0.25 / s2, -0.25 / s2, 0.75 / s2]])
+    torch.testing.assert_close(adv, want)
+    assert zero.tolist() == [False, True, False]
+
+    adv, zero = group_advantages(rewards, "none", EPS)  # Dr. GRPO: centred, not scaled
+    torch.testing.assert_close(adv, torch.tensor([[0.5, -0.5, -0.5, 0.5],
+                                                  [0.0, 0.0, 0.0, 0.0],
+                                                  [-0.25, -0.25, -0.25, 0.75]]))
+    assert zero.tolist() == [False, True, False]
+
+
+def test_all_zero_group_is_zero_signal_too():
+    adv, zero = group_advantages(torch.zeros(2, 8), "group")
+    assert zero.all() and torch.all(adv == 0)
+
+
+# -----------------------------------------------------------------------------
+# log-probs and KL
+
+def test_token_logprobs_matches_log_softmax():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 3, 7)
+    tokens = torch.tensor([[0, 6, 3], [2, 2, 5]])
+    want = torch.tensor([[torch.log_softmax(logits[n, t], -1)[tokens[n, t]].item() for t in range(3)]
+                         for n in range(2)])
+    torch.testing.assert_close(token_logprobs(logits, tokens), want)
+
+
+def test_kl_k3_by_hand():
+    logp = torch.tensor([-1.0, -2.0, -0.7])
+    ref = torch.tensor([-1.5, -1.0, -0.7])
+    # d = ref - logp = (-0.5, 1.0, 0): exp(d) - d - 1
+    want = torch.tensor([math.exp(-0.5) + 0.5 - 1, math.exp(1.0) - 1.0 - 1, 0.0])
+    torch.testing.assert_close(kl_k3(logp, ref), want)
+    assert torch.all(kl_k3(torch.randn(100), torch.randn(100)) >= 0)
+
+
+# -----------------------------------------------------------------------------
+# the clipped loss: fixed tensors, every term written out
+
+# two sequences of 3 positions; sequence 0 has 2 completion tokens, sequence 1 has 3
+LOGP = torch.tensor([[-1.0, -2.0, -0.5], [-0.3, -1.2, -2.0]])
+OLD = torch.tensor([[-1.1, -2.3, -0.5], [-0.3, -1.0, -2.5]])
+REF = torch.tensor([[-1.5, -1.0, 0.0], [-0.3, -1.2, -1.0]])
+MASK = torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 1.0]])
+
+
+def hand_terms(a0, a1, clip_eps=0.2):
+    """Per-token -min(r A, clip(r) A) for the fixed tensors, by hand. ratios r = exp(logp - old):
+    seq 0: e^0.1 (inside the clip), e^0.3 = 1.35 (> 1.2); seq 1: 1, e^-0.2 = 0.82, e^0.5 = 1.65."""
+    def term(r, a):
+        return -min(r * a, min(max(r, 1 - clip_eps), 1 + clip_eps) * a)
+    seq0 = [term(math.exp(0.1), a0), term(math.exp(0.3), a0)]
+    seq1 = [term(1.0, a1), term(math.exp(-0.2), a1), term(math.exp(0.5), a1)]
+    return seq0, seq1
+
+
+def hand_kl():
+    k = lambda d: math.exp(d) - d - 1
+    return [k(-0.5), k(1.0)], [k(0.0), k(0.0), k(1.0)]  # d = ref - logp on completion tokens
+
+
+@pytest.mark.parametrize("scale", ["group", "none"])
+@pytest.mark.parametrize("loss_type", ["grpo", "dapo"])
+@pytest.mark.parametrize("beta", [0.0, 0.1])
+def test_grpo_loss_by_hand(scale, loss_type, beta):
+    # the two sequences form one group of G = 2 with rewards 1 and 0
+    adv, zero = group_advantages(torch.tensor([[1.0, 0.0]]), scale, EPS)
+    # mean 1/2; unbiased std of (1, 0) = sqrt(1/2)
+    a0, a1 = (0.5 / (math.sqrt(0.5) + EPS), -0.5 / (math.sqrt(0.5) + EPS)) if scale == "group" else (0.5, -0.5)
+    assert not zero.item()
+    torch.testing.assert_close(adv.view(-1), torch.tensor([a0, a1]))
+
+    seq0, seq1 = hand_terms(a0, a1)
+    kl0, kl1 = hand_kl()
+    seq0 = [t + beta * k for t, k in zip(seq0, kl0)]
+    seq1 = [t + beta * k for t, k in zip(seq1, kl1)]
+    if loss_type == "grpo":
+        want = (sum(seq0) / 2 + sum(seq1) / 3) / 2
+    else:
+        want = (sum(seq0) + sum(seq1)) / 5
+    loss, stats = grpo_loss(LOGP, OLD, REF if beta > 0 else None, adv.view(-1), MASK, 0.2, beta, loss_type)
+    assert loss.item() == pytest.approx(want, rel=1e-5)
+    # clipped term active (strictly smaller): seq 0 token 1 (r = 1.35 > 1.2, A > 0) and seq 1 token 2
+    # (r = 1.65, A < 0: the unclipped r A is the smaller, so not clipped) → 1 of 5 tokens
+    assert stats["clip_frac"] == pytest.approx(1 / 5)
+    if beta > 0:
+        assert stats["kl"] == pytest.approx((sum(kl0) + sum(kl1)) / 5, rel=1e-5)
+    else:
+        assert math.isnan(stats["kl"])
+
+
+def test_clip_zeroes_the_gradient_outside_the_trust_region():
+    # A > 0 and r > 1 + eps: the objective is flat in logp; A > 0 and r < 1 + eps: gradient -A r
+    logp = torch.tensor([[math.log(1.5), math.log(1.1)]], requires_grad=True)
+    loss, _ = grpo_loss(logp, torch.zeros(1, 2), None, torch.tensor([2.0]), torch.ones(1, 2), 0.2, 0.0, "dapo")
+    loss.backward()
+    torch.testing.assert_close(logp.grad, torch.tensor([[0.0, -2.0 * 1.1 / 2]]))
+
+
+@pytest.mark.parametrize("loss_type", ["grpo", "dapo"])
+def test_on_policy_gradient_is_advantage_weighted(loss_type):
+    # ppo_epochs = 1: old = logp.detach(), ratio 1, and d loss / d logp = -A / normaliser per token
+    logp = LOGP.clone().requires_grad_(True)
+    adv = torch.tensor([1.5, -0.5])
+    loss, stats = grpo_loss(logp, logp.detach(), None, adv, MASK, 0.2, 0.0, loss_type)
+    loss.backward()
+    if loss_type == "grpo":  # 1/(n_i tokens) / (2 sequences)
+        want = torch.tensor([[-1.5 / 2 / 2, -1.5 / 2 / 2, 0.0], [0.5 / 3 / 2] * 3])
+    else:  # 1 / (5 tokens)
+        want = torch.tensor([[-1.5 / 5, -1.5 / 5, 0.0], [0.5 / 5] * 3])
+    torch.testing.assert_close(logp.grad, want)
+    assert stats["ratio"] == pytest.approx(1.0) and stats["clip_frac"] == 0.0
+
+
+def test_kl_gradient_pulls_towards_the_reference():
+    # advantage 0: only beta * k3 remains; d k3 / d logp = 1 - exp(ref - logp)
+    logp = torch.tensor([[-1.0, -2.0]], requires_grad=True)
+    ref = torch.tensor([[-0.5, -2.5]])
+    loss, _ = grpo_loss(logp, logp.detach(), ref, torch.zeros(1), torch.ones(1, 2), 0.2, 0.5, "dapo")
+    loss.backward()
+    want = 0.5 * torch.tensor([[1 - math.exp(0.5), 1 - math.exp(-0.5)]]) / 2
+    torch.testing.assert_close(logp.grad, want)
+
+
+def test_grpo_loss_micro_batches_sum_to_the_full_batch():
+    # the trainer scales each micro-batch by its share of rows (grpo) or tokens (dapo)
+    adv = torch.tensor([0.7, -1.2])
+    for loss_type in ("grpo", "dapo"):
+        full, _ = grpo_loss(LOGP, OLD, REF, adv, MASK, 0.2, 0.05, loss_type)
+        parts = 0.0
+        for i in range(2):
+            l, _ = grpo_loss(LOGP[i:i + 1], OLD[i:i + 1], REF[i:i + 1], adv[i:i + 1], MASK[i:i + 1], 0.2, 0.05, loss_type)
+            share = 1 / 2 if loss_type == "grpo" else MASK[i].sum().item() / MASK.sum().item()
+            parts += l.item() * share
+        assert parts == pytest.approx(full.item(), rel=1e-6)
+
+
+# -----------------------------------------------------------------------------
+# rollout plumbing on a real (tiny) tokenizer
+
+@pytest.fixture(scope="module")
+def tok():
+    from mathlm.tokenizer import MathTokenizer
+    texts = [f"Q: {a}+{b}=?\nA: {a + b}\n\n" for a in range(10, 50) for b in range(10, 50)]
+    return MathTokenizer.train(texts, vocab_size=300, show_progress=False)
+
+
+def test_cut_tokens_keeps_eos(tok):
+    ids = tok.encode(" 68\n\n") + [tok.eos_id] + tok.encode(" junk")
+    kept, text = cut_tokens(tok, ids)
+    assert kept == tok.encode(" 68\n\n") + [tok.eos_id]
+    assert text == "68"
+
+
+def test_cut_tokens_stops_before_a_new_question(tok):
+    ids = tok.encode(" 68\n\nQ: 12+13=?\nA: 25")
+    kept, text = cut_tokens(tok, ids)
+    assert tok.decode(kept) == " 68" and text == "68"
+    kept, text = cut_tokens(tok, tok.encode("\nQ: 1+1=?"))  # nothing before the stop: keep one token
+    assert len(kept) == 1 and text == ""
+    kept, text = cut_tokens(tok, tok.encode(" 6"))  # truncated by max_new_tokens: everything kept
+    assert kept == tok.encode(" 6") and text == "6"
+
+
+def test_pack_masks_exactly_the_completion():
+    idx, mask = pack([[5, 6, 7], [8]], [[1, 2], [3, 4, 9]], pad_id=0)
+    assert idx.tolist() == [[5, 6, 7, 1, 2], [8, 3, 4, 9, 0]]
+    # targets idx[:, 1:] = [[6, 7, 1, 2], [3, 4, 9, 0]]: the completion tokens are the 1s
+    assert mask.tolist() == [[0, 0, 1, 1], [1, 1, 1, 0]]
+
+
+def test_score_rewards_and_format():
+    qs = [{"question": "2+2", "gold": "4", "kind": "number"},
+          {"question": "d/dx x^3", "gold": "3*x^2", "kind": "expr"}]
+    texts = ["4", "2 + 2 = 5\n#### 5", "#### 3x^3", "d/dx x^3 = 3x^2\n#### 3*x^2"]
+    correct, fmt = score(texts, qs, 2)  # rows are question-major: texts 0, 1 answer question 0
+    assert correct.tolist() == [[1.0, 0.0], [0.0, 1.0]]
+    assert fmt.tolist() == [[0.0, 1.0], [1.0, 1.0]]  # format is scored apart: a wrong answer can be well formed
+
+
+@pytest.mark.parametrize("row,want", [({"answer": "so 3 + 4 = 7\n#### 7"}, "7"),
+                                      ({"answer": "#### 1,234"}, "1234"),
+                                      ({"answer": "x", "final": "3*x^2"}, "3*x^2"),
+                                      ({"answer": "68"}, "68")])
+def test_gold_of(row, want):
+    assert gold_of(row) == want
