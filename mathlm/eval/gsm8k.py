@@ -80,7 +80,7 @@ def load_test(source):
 def gold_of(row):
     if row.get("final") is not None:
         return normalize_number(str(row["final"]))
-    return extract_number(row["answer"])
+    return extract_number(row.get("answer", ""))  # None (no gold): the row counts as wrong
 
 
 def build_prompt(question, shots, block_size, max_new_tokens, tok):

@@ -5,9 +5,13 @@ subset, and turn a list of prompts into completions with batched KV-cache decodi
     texts = complete(model, tok, prompts, max_new_tokens=256, batch_size=32)         # greedy
     texts = complete(model, tok, prompts, num_samples=8, temperature=0.7, seed=0)    # sampled
 
+Prompts are strings or token-id lists (gsm8k.py passes ids: its shots are closed by <|eos|>).
 Batching: prompts are sorted by length so each batch pads little (left padding, per-row
 positions: mathlm/model/gpt.py), and results come back in the caller's order. Greedy decoding
-of a row does not depend on its batch mates (tests/test_eval.py checks batched == one-at-a-time).
+of a row does not depend on its batch mates (tests/test_eval.py checks batched == one-at-a-time):
+a prompt so long that the context, not max_new_tokens, bounds its answer is batched only with
+prompts of its own length, so it gets the same number of new tokens as alone (`batches`).
+Batch 32 runs the GSM8K eval 4.6x faster than batch 1 on one CPU thread (docs/BENCHMARKS.md).
 A row stops at eos or once its text reaches the next "Q:" (the model starting a new question).
 """
 import json
