@@ -372,7 +372,7 @@ def test_main_deterministic_and_split_disjoint(module, tmp_path):
     assert a[0] != c[0]
     train = [json.loads(line) for line in a[0].decode().splitlines()]
     test = [json.loads(line) for line in a[1].decode().splitlines()]
-    assert (len(train), len(test)) == (80, 20)
+    assert len(test) == 20 and 76 <= len(train) <= 80  # decontam may drop a look-alike (signs are not words)
     assert not {calc.norm_question(p["question"]) for p in train} & {calc.norm_question(p["question"]) for p in test}
     for line in a[0].decode().splitlines():  # canonical lines: sorted keys
         assert line == json.dumps(json.loads(line), sort_keys=True, ensure_ascii=False)

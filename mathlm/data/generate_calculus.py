@@ -6,7 +6,9 @@ every answer checked with sympy before it is kept.
 
 Reads:  math_tokenizer/ (unless --text_only)
 Writes: calculus.jsonl, calculus_test.jsonl (one JSON object per line, keys sorted)
-        + calculus.bin / .meta.json / .idx.npy via mathlm.data.qa_io (unless --text_only)
+        + calculus.bin / .meta.json / .idx.npy (unless --text_only), all through
+        mathlm.data.qa_io.write_qa_dataset, which also drops train pairs overlapping any
+        *_test.jsonl already in out_dir (GSM8K, MATH)
 
 Topics (one eighth each): power_rule, chain_rule, product_rule, quotient_rule, trig, exp_log,
 indefinite_integral, definite_integral. Each record:
@@ -25,8 +27,6 @@ Deterministic: one random.Random(seed) drives everything; sympy printing is cano
 Questions are unique by their maths (the expression with the variable renamed to x), so the
 held-out split cannot hold the same problem phrased differently.
 """
-import json
-import os
 import random
 import re
 import time
@@ -37,7 +37,7 @@ from fractions import Fraction
 import sympy as sp
 from sympy.printing.str import StrPrinter
 
-from mathlm.common import atomic_write, die, parse_config
+from mathlm.common import die, parse_config
 
 
 @dataclass
@@ -284,17 +284,17 @@ def gen_chain_rule(rng, v):
 
 
 def gen_product_rule(rng, v):
-    k = rng.choice([1, 1, 2, 3])
-    second = rng.choice([("sin", 1, k), ("cos", 1, k), ("exp", 1, rng.choice([1, 1, 2, -1, 3])),
-                         ("log", 1, 1), ("sqrt",)])
-    if rng.random() < 0.2:   # two transcendental factors: exp(x)*sin(x), ...
-        p = atom("exp", 1, rng.choice([1, 2, -1]), v)
-        second = rng.choice([("sin", 1, k), ("cos", 1, k)])
-    elif rng.random() < 0.5 and second[0] != "sqrt":  # p = a*v^n (x^n*sqrt(x) would merge into one power)
-        p = atom("pow", nz(rng, -5, 5), rng.randint(1, 4), v)
-    else:                     # p = a*v + b
-        a, b = nz(rng, -5, 5), nz(rng, -6, 6)
-        p = (a * v + b, sp.Integer(a), None)
+    k = rng.choice([1, 1, 2, 3, 4, 5])
+    second = rng.choice([("sin", 1, k), ("cos", 1, k), ("exp", 1, rng.choice([1, 1, 2, 3, -1, -2])),
+                         ("log", 1, rng.randint(1, 4)), ("sqrt",)])
+    r = rng.random()
+    if r < 0.2 and second[0] in ("sin", "cos"):   # two transcendental factors: exp(x)*sin(x), ...
+        p = atom("exp", nz(rng, -3, 3), rng.choice([1, 1, 2, 3, -1]), v)
+    elif r < 0.55 and second[0] != "sqrt":  # p = a*v^n (x^n*sqrt(x) would merge into one power)
+        p = atom("pow", nz(rng, -6, 6), rng.randint(1, 4), v)
+    else:                                   # p = a*v^n + b
+        a, n, b = nz(rng, -5, 5), rng.choice([1, 1, 2]), nz(rng, -9, 9)
+        p = (a * v ** n + b, a * n * v ** (n - 1), None)
     q = (sp.sqrt(v), 1 / (2 * sp.sqrt(v)), None) if second[0] == "sqrt" else atom(*second, v)
     (pe, dp, _), (qe, dq, _) = p, q
     e = pe * qe
@@ -318,13 +318,16 @@ def gen_quotient_rule(rng, v):
         elif num_kind == "const":
             p, dp = sp.Integer(a), sp.Integer(0)
         else:
-            p, dp, _ = atom(num_kind, 1, 1, v)
-        den_kind = rng.choice(["lin", "quad", "quad", "pow"])
+            p, dp, _ = atom(num_kind, rng.choice([1, 1, 1, 2, 3, -1, -2]), rng.choice([1, 1, 2, 3]), v)
+        den_kind = rng.choice(["lin", "quad", "quad", "quad2", "pow"])
         c, d0 = rng.randint(1, 5), rng.randint(1, 9)
         if den_kind == "lin":
             q, dq = c * v + d0, sp.Integer(c)
-        elif den_kind == "quad":
-            q, dq = v ** 2 + d0, 2 * v
+        elif den_kind == "quad":   # positive coefficients: no zero of q at the check points
+            c = rng.choice([1, 1, 2, 3])
+            q, dq = c * v ** 2 + d0, 2 * c * v
+        elif den_kind == "quad2":
+            q, dq = v ** 2 + c * v + d0, 2 * v + c
         else:
             n = rng.randint(1, 3)
             q, dq = v ** n, n * v ** (n - 1)
@@ -342,8 +345,8 @@ def gen_quotient_rule(rng, v):
 
 
 def gen_trig(rng, v):
-    kinds = rng.sample(["sin", "cos", "tan"] if rng.random() < 0.3 else ["sin", "cos"], rng.randint(1, 2))
-    atoms = [atom(k, nz(rng, -6, 6), rng.choice([1, 1, 2, 3, 4, 5]), v) for k in kinds]
+    kinds = rng.sample(["sin", "cos", "tan"] if rng.random() < 0.3 else ["sin", "cos"], 1 if rng.random() < 0.15 else 2)
+    atoms = [atom(k, nz(rng, -6, 6), rng.choice([1, 1, 2, 3, 4, 5, 6]), v) for k in kinds]
     if rng.random() < 0.3:
         atoms.append(atom("pow", nz(rng, -6, 6), rng.randint(1, 3), v))
     e = sp.Add(*[t[0] for t in atoms])
@@ -355,16 +358,16 @@ def gen_trig(rng, v):
 
 def gen_exp_log(rng, v):
     pool = ["exp", "exp", "log", "logpow", "base"]
-    kinds = rng.sample(pool, rng.randint(1, 2))
+    kinds = rng.sample(pool, 1 if rng.random() < 0.2 else 2)
     if kinds == ["exp", "exp"]:
         kinds = ["exp"]
     atoms = []
     for k in kinds:
         a = nz(rng, -6, 6)
-        b = {"exp": rng.choice([1, 2, 3, -1, -2]), "log": rng.randint(1, 5),
+        b = {"exp": rng.choice([1, 2, 3, 4, -1, -2, -3]), "log": rng.randint(1, 6),
              "logpow": rng.randint(2, 4), "base": rng.choice([2, 3, 5, 10])}[k]
         atoms.append(atom(k, a, b, v))
-    if rng.random() < 0.3:
+    if rng.random() < 0.4:
         atoms.append(atom("pow", nz(rng, -6, 6), rng.randint(1, 3), v))
     e = sp.Add(*[t[0] for t in atoms])
     d = sp.Add(*[t[1] for t in atoms])
@@ -429,16 +432,18 @@ def gen_indefinite(rng, v):
             F = sp.log(v) * q - rest
             lines = [f"By parts with p = log({v}), dq = {fmt(a * v ** n)} d{v}: q = {fmt(q)}, p' = 1/{v}.",
                      f"∫ p dq = p*q - ∫ q*p' d{v} = {fmt(sp.log(v) * q)} - ∫ {fmt(q / v)} d{v} = {fmt(F)}."]
-        else:              # ∫ a*x*h(b*x): p = a*x, dq = h(b*x) dx
-            b = rng.choice([1, 1, 2, 3] + ([-1] if kind == "exp" else []))
+        else:              # ∫ (a*x + c)*h(b*x): p = a*x + c, dq = h(b*x) dx
+            b = rng.choice([1, 1, 2, 3, 4] + ([-1, -2] if kind == "exp" else []))
+            c = rng.choice([0, 0, 0] + [nz(rng, -5, 5)])
+            p = a * v + c
+            h = atom(kind, 1, b, v)[0]
             _, _, q = atom(kind, 1, b, v)
             _, _, rest = atom(*({"exp": ("exp", a / sp.Integer(b), b), "sin": ("cos", -a / sp.Integer(b), b),
                                  "cos": ("sin", a / sp.Integer(b), b)}[kind]), v)  # ∫ a*q dx
-            f = a * v * atom(kind, 1, b, v)[0]
-            F = a * v * q - rest
-            lines = [f"By parts with p = {fmt(a * v)}, dq = {fmt(atom(kind, 1, b, v)[0])} d{v}: "
-                     f"q = {fmt(q)}, p' = {a}.",
-                     f"∫ p dq = p*q - ∫ q*p' d{v} = {fmt(a * v * q)} - ∫ {fmt(a * q)} d{v} = {fmt(F)}."]
+            f = p * h
+            F = p * q - rest
+            lines = [f"By parts with p = {fmt(p)}, dq = {fmt(h)} d{v}: q = {fmt(q)}, p' = {a}.",
+                     f"∫ p dq = p*q - ∫ q*p' d{v} = {fmt(p * q)} - ∫ {fmt(a * q)} d{v} = {fmt(F)}."]
     lines.append(f"So the antiderivative is {fmt(F)} + C.")
     q_text = rng.choice(INDEF_Q).format(fn=fn, v=v, e=fmt(f), pe=paren(fmt(f)))
     return q_text, lines, f, F
@@ -449,7 +454,7 @@ def gen_indefinite(rng, v):
 
 def gen_definite(rng, v):
     fn = rng.choice(["f", "g", "h"])
-    family = rng.choice(["poly", "poly", "poly", "trig", "exp", "recip"])
+    family = rng.choice(["poly"] * 6 + ["trig"] * 3 + ["exp"] * 2 + ["recip"])
     if family == "poly":
         degs = sorted(rng.sample(range(0, 4), rng.randint(1, 3)), reverse=True)
         atoms = [atom("pow", nz(rng, -6, 6), d, v) for d in degs]
@@ -463,14 +468,15 @@ def gen_definite(rng, v):
         # bounds at multiples of pi/(2k) keep sin and cos of k*bound in {0, ±1}
         lo_m, span = rng.choice([(0, 1), (0, 2), (1, 1), (0, 4), (1, 2), (2, 2)])
         lo, hi = sp.pi * lo_m / (2 * k), sp.pi * (lo_m + span) / (2 * k)
-    elif family == "exp":  # from 0 to log(K): exp(m*log K) = K^m
-        m = rng.choice([1, 1, 2])
-        atoms = [atom("exp", nz(rng, -4, 4) * m, m, v)]
-        lo, hi = sp.Integer(0), sp.log(rng.randint(2, 6))
+    elif family == "exp":  # from log(J) to log(K): exp(m*log K) = K^m
+        m = rng.choice([1, 1, 2, 3])
+        atoms = [atom("exp", nz(rng, -6, 6) * m, m, v)]
+        j = rng.choice([1, 1, 2, 3])
+        lo, hi = sp.log(j), sp.log(rng.randint(j + 1, 7))
     else:                  # a/x from exp(j) to exp(k): a*(k - j)
         atoms = [atom("pow", nz(rng, -6, 6), -1, v)]
-        j = rng.choice([0, 0, 1])
-        lo, hi = sp.exp(j), sp.exp(j + rng.randint(1, 3))
+        j = rng.choice([0, 0, 1, 2])
+        lo, hi = sp.exp(j), sp.exp(j + rng.randint(1, 4))
     f = sp.Add(*[t[0] for t in atoms])
     F = sp.Add(*[t[2] for t in atoms])
     Fb, Fa = F.subs(v, hi), F.subs(v, lo)
@@ -572,34 +578,17 @@ def split(pairs, n_test, seed):
     return train, test
 
 
-def to_jsonl(pairs):
-    return "".join(json.dumps(p, sort_keys=True, ensure_ascii=False) + "\n" for p in pairs)
-
-
 def write_outputs(name, cfg, pairs, n_test, t0, stats):
-    """Shared by both generators: split, write the two jsonl files, tokenize unless text_only."""
+    """Shared by both generators: split, then the one writer every dataset ends with
+    (test jsonl, decontaminated train jsonl, and the .bin + index unless text_only)."""
+    from mathlm.data.qa_io import write_qa_dataset
     train, test = split(pairs, n_test, cfg.seed)
-    os.makedirs(cfg.out_dir, exist_ok=True)
-    paths = [os.path.join(cfg.out_dir, f"{name}.jsonl"), os.path.join(cfg.out_dir, f"{name}_test.jsonl")]
-    atomic_write(paths[0], to_jsonl(train))
-    atomic_write(paths[1], to_jsonl(test))
     topics = Counter(p["topic"] for p in pairs)
-    print(f"{name}: {len(train):,} train + {len(test):,} test pairs in {time.time() - t0:.1f}s "
+    print(f"{name}: generated {len(train):,} train + {len(test):,} test pairs in {time.time() - t0:.1f}s "
           f"| {stats['dropped']} failed verification, {stats['duplicates']} duplicates skipped")
     print("topics: " + ", ".join(f"{k} {c}" for k, c in sorted(topics.items())))
-    print(f"wrote {paths[0]} and {paths[1]}")
-    if cfg.text_only:
-        return
-    try:
-        from mathlm.data.qa_io import write_qa_bin
-    except ImportError:
-        die("mathlm/data/qa_io.py is missing — rerun with --text_only, or tokenize later")
-    from mathlm.tokenizer import MathTokenizer
-    try:
-        tok = MathTokenizer.load(cfg.tokenizer)
-    except ValueError as e:
-        die(str(e))
-    write_qa_bin(name, train, tok, cfg.out_dir)
+    return write_qa_dataset(name, train, test, cfg.out_dir, cfg.tokenizer, cfg.text_only,
+                            source_desc=f"mathlm.data.generate_{name} seed {cfg.seed}")
 
 
 def main(argv=None):
@@ -609,7 +598,7 @@ def main(argv=None):
     t0 = time.time()
     stats = {}
     pairs = generate(cfg.n + cfg.n_test, cfg.seed, progress=True, stats=stats)
-    write_outputs(NAME, cfg, pairs, cfg.n_test, t0, stats)
+    return write_outputs(NAME, cfg, pairs, cfg.n_test, t0, stats)
 
 
 if __name__ == "__main__":

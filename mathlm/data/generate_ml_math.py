@@ -7,7 +7,8 @@ steps of SGD, momentum and Adam with numbers.
 
 Reads:  math_tokenizer/ (unless --text_only)
 Writes: ml_math.jsonl, ml_math_test.jsonl (one JSON object per line, keys sorted)
-        + ml_math.bin / .meta.json / .idx.npy via mathlm.data.qa_io (unless --text_only)
+        + ml_math.bin / .meta.json / .idx.npy (unless --text_only), through
+        mathlm.data.qa_io.write_qa_dataset like every dataset (decontaminated against *_test.jsonl)
 
 Records have the same fields as mathlm/data/generate_calculus.py (question, answer ending in
 "#### <final>", final, kind, topic, params) and no "var". Every number is exact: arithmetic runs
@@ -887,7 +888,7 @@ def main(argv=None):
     t0 = time.time()
     stats = {}
     pairs = generate(cfg.n + cfg.n_test, cfg.seed, progress=True, stats=stats)
-    write_outputs(NAME, cfg, pairs, cfg.n_test, t0, stats)
+    return write_outputs(NAME, cfg, pairs, cfg.n_test, t0, stats)
 
 
 if __name__ == "__main__":
