@@ -369,3 +369,13 @@ def test_parse_math_keeps_powers_unevaluated_and_bounded():
     assert parse_math("x^{101}") is None
     assert parse_math("x^{-100}") is not None
     assert parse_math("e^{x^{2}}") is not None  # symbolic nested powers are ordinary calculus answers
+
+
+@pytest.mark.parametrize("completion,want", [
+    ("The output has shape\n#### (32, 128)", 1.0),
+    ("#### (32,128)", 1.0),
+    ("#### (32, 12)", 0.0),
+    ("#### (128, 32)", 0.0),
+])
+def test_text_kind_compares_normalised_text(completion, want):
+    assert reward_answer(completion, "(32, 128)", "text") == want

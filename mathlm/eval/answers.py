@@ -729,14 +729,14 @@ def reward_symbolic(completion, gold, up_to_constant=False):
         return 0.0
 
 
-REWARD_KINDS = ("number", "expr", "antiderivative")
+REWARD_KINDS = ("number", "expr", "antiderivative", "text")
 
 
 def reward_answer(completion, gold, kind):
     """Dispatch on the dataset's answer kind. An unknown kind is a caller bug and raises ValueError."""
     if kind == "number":
         return reward_numeric(completion, gold)
-    if kind == "expr":
+    if kind in ("expr", "text"):  # "text": shapes like "(32, 128)"; answers_match compares them as normalised text
         return reward_symbolic(completion, gold)
     if kind == "antiderivative":
         return reward_symbolic(completion, gold, up_to_constant=True)
