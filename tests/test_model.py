@@ -54,10 +54,34 @@ def test_residual_projections_have_scaled_init():
 # -----------------------------------------------------------------------------
 # attention, RoPE, norms against references
 
-def test_rmsnorm_matches_reference():
+def hf_rmsnorm(x, weight, eps=1e-6):  # transformers' Qwen3RMSNorm.forward, verbatim
+    input_dtype = x.dtype
+    x = x.to(torch.float32)
+    x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
+    return weight * x.to(input_dtype)
+
+
+@pytest.mark.parametrize("shape", [(2, 5, 16), (3, 7, 4, 64), (1, 1, 512)])
+def test_rmsnorm_matches_hf_bit_for_bit(shape):
     from mathlm.model.gpt import RMSNorm
-    x = torch.randn(2, 5, 16)
-    torch.testing.assert_close(RMSNorm(16)(x), x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6))
+    norm = RMSNorm(shape[-1])
+    torch.nn.init.normal_(norm.weight, 1.0, 0.3)
+    x = torch.randn(shape)
+    assert torch.equal(norm(x), hf_rmsnorm(x, norm.weight))  # fp32 takes the fused F.rms_norm path
+    xb = x.bfloat16()
+    assert torch.equal(norm(xb), hf_rmsnorm(xb, norm.weight))  # bf16 input, fp32 weight (autocast)
+    norm.bfloat16()
+    assert torch.equal(norm(xb), hf_rmsnorm(xb, norm.weight))
+
+
+def test_rope_equals_rotate_half_form():
+    torch.manual_seed(0)
+    hd, T = 32, 9
+    x = torch.randn(2, 4, T, hd)
+    inv_freq = 1.0 / (10000.0 ** (torch.arange(0, hd, 2).float() / hd))
+    emb = torch.cat([torch.outer(torch.arange(T).float(), inv_freq)] * 2, -1)
+    want = x * emb.cos() + torch.cat((-x[..., hd // 2:], x[..., :hd // 2]), -1) * emb.sin()
+    assert torch.equal(apply_rope(x, *rope_tables(hd, T, 10000.0)), want)
 
 
 def test_gqa_attention_matches_naive_reference():
@@ -68,8 +92,11 @@ def test_gqa_attention_matches_naive_reference():
         torch.nn.init.normal_(p, std=0.3)
     B, T, hd = 2, 7, cfg.head_dim
     x = torch.randn(B, T, cfg.n_embd)
-    cos, sin = rope_tables(hd, T, cfg.rope_theta)
-    y = attn(x, cos[:T], sin[:T])
+    y = attn(x, *rope_tables(hd, T, cfg.rope_theta))
+    # the reference RoPE, written out as in HF Qwen3: cos/sin of cat(freqs, freqs), rotate_half = cat(-x2, x1)
+    inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, hd, 2).float() / hd))
+    freqs = torch.outer(torch.arange(T).float(), inv_freq)
+    cos, sin = torch.cat((freqs, freqs), -1).cos(), torch.cat((freqs, freqs), -1).sin()
 
     def rms(t, w):
         return w * t * torch.rsqrt(t.pow(2).mean(-1, keepdim=True) + cfg.norm_eps)
@@ -139,6 +166,15 @@ def test_kv_cache_decode_matches_full_forward(moe):
         torch.testing.assert_close(padded_nocache[b, T - n:], full[0, :n], atol=1e-5, rtol=0)
         for s in range(4):
             torch.testing.assert_close(steps[s][b], full[0, n + s], atol=1e-5, rtol=0)
+
+
+def test_kv_cache_chunked_prefill_matches_full_forward():
+    model = tiny_model()
+    seq = torch.randint(0, 97, (2, 20))
+    full, _, _ = model(seq)
+    cache = KVCache(model.config, 2, 20)
+    parts = [model(seq[:, a:b], cache=cache)[0] for a, b in [(0, 7), (7, 8), (8, 15), (15, 20)]]
+    torch.testing.assert_close(torch.cat(parts, 1), full, atol=1e-5, rtol=0)
 
 
 def test_padded_rows_have_no_nan():
