@@ -508,7 +508,7 @@ def main(argv=None):
                 (loss * share * dist.world).backward()
                 if epoch == cfg.ppo_epochs - 1:  # stats of the last epoch, token-weighted over micro-batches
                     w = float(m.sum()) / max(1.0, float(mask.sum()))
-                    stats["loss"] += float(loss) * share
+                    stats["loss"] += float(loss.detach()) * share
                     for k in ("kl", "clip_frac", "ratio"):
                         stats[k] += st[k] * w
             grad_norm = float(torch.nn.utils.clip_grad_norm_(
