@@ -206,3 +206,27 @@ def test_bf16_export_halves_the_file(tmp_path):
     m2, _ = load_model(str(tmp_path / "b"), device="cpu", verbose=False)
     w = model.transformer.wte.weight
     assert torch.equal(m2.transformer.wte.weight, w.to(torch.bfloat16).float())
+
+
+def test_repo_id_with_token_uploads_the_folder(tmp_path, monkeypatch, capsys):
+    import huggingface_hub
+    path, tok_dir, _, _ = make_tiny(str(tmp_path))
+    calls = []
+
+    class FakeApi:  # records what would go to the Hub; no network
+        def __init__(self, token):
+            calls.append(("token", token))
+
+        def create_repo(self, repo_id, **kw):
+            calls.append(("create", repo_id, kw["private"]))
+
+        def upload_folder(self, folder_path, repo_id, **kw):
+            calls.append(("upload", sorted(os.listdir(folder_path)), repo_id))
+            return type("Info", (), {"commit_url": f"https://huggingface.co/{repo_id}/commit/abc"})()
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    monkeypatch.setattr(huggingface_hub, "get_token", lambda: "hf_test")
+    upload_main(["--checkpoint", path, "--tokenizer", tok_dir, "--out_dir", str(tmp_path / "hf"),
+                 "--repo_id", "me/mathlm-tiny", "--private"])
+    assert calls == [("token", "hf_test"), ("create", "me/mathlm-tiny", True), ("upload", HF_FILES, "me/mathlm-tiny")]
+    assert "uploaded" in capsys.readouterr().out
