@@ -14,6 +14,8 @@ Library (the demo and the evals use these):
     for piece in stream_text(model, tok, "d/dx x^5?"): ...     # the same text, piece by piece
     chat_response(model, tok, [("2+2?", "4")], "times 3?")     # history of (question, answer) pairs
 """
+import contextlib
+import io
 import os
 import re
 import sys
@@ -80,22 +82,19 @@ def load_model(path=None, tokenizer="math_tokenizer", device="auto", dtype="auto
         want = cfg.get("mathlm_tokenizer_hash")
         if want and want != tok.hash:
             die(f"{path}: tokenizer.json (hash {tok.hash}) is not the one the model was exported with ({want}) — re-export the folder")
-        import contextlib
-        import io
         with contextlib.redirect_stdout(io.StringIO()):  # GPT() prints its parameter count
             model = GPT(GPTConfig(**mc))
         model.load_state_dict(sd)
         stage = "export"
     else:
         ckpt = load_checkpoint(path)
+        beside = os.path.join(os.path.dirname(os.path.abspath(path)), "math_tokenizer")
+        if tokenizer == "math_tokenizer" and not os.path.isdir(tokenizer) and os.path.isdir(beside):
+            tokenizer = beside  # the default name is not here, but the checkpoint's run has one
         try:
             tok = MathTokenizer.load(tokenizer)
         except ValueError as e:
-            beside = os.path.join(os.path.dirname(os.path.abspath(path)), "math_tokenizer")
-            if tokenizer == "math_tokenizer" and os.path.isdir(beside):
-                tok = MathTokenizer.load(beside)
-            else:
-                die(str(e))
+            die(str(e))
         if ckpt.get("tokenizer_hash") not in (None, tok.hash):
             die(f"{path} was trained with tokenizer {ckpt['tokenizer_hash']}, {tokenizer} is {tok.hash} — "
                 "pass the matching --tokenizer DIR")
