@@ -9,8 +9,8 @@ import random
 import pytest
 import torch
 
-from mathlm.train.grpo import (cut_tokens, gold_of, group_advantages, grpo_loss, kl_k3, pack, score,
-                               token_logprobs)
+from mathlm.train.grpo import (cut_tokens, fit_prompts, gold_of, group_advantages, grpo_loss, kl_k3, pack,
+                               score, token_logprobs)
 
 EPS = 1e-4
 
@@ -199,6 +199,13 @@ def test_pack_masks_exactly_the_completion():
     assert idx.tolist() == [[5, 6, 7, 1, 2], [8, 3, 4, 9, 0]]
     # targets idx[:, 1:] = [[6, 7, 1, 2], [3, 4, 9, 0]]: the completion tokens are the 1s
     assert mask.tolist() == [[0, 0, 1, 1], [1, 1, 1, 0]]
+
+
+def test_fit_prompts_drops_what_would_not_fit(tok):
+    rows = [{"question": "1+2=?"}, {"question": "11+22=?"}]
+    n = len(tok.encode("Q: 1+2=?\nA:"))
+    assert fit_prompts(rows, tok, n) == ([rows[0]], 1)
+    assert fit_prompts(rows, tok, n + 2) == (rows, 0)
 
 
 def test_score_rewards_and_format():
