@@ -161,7 +161,8 @@ def test_grpo_loss_micro_batches_sum_to_the_full_batch():
         full, _ = grpo_loss(LOGP, OLD, REF, adv, MASK, 0.2, 0.05, loss_type)
         parts = 0.0
         for i in range(2):
-            l, _ = grpo_loss(LOGP[i:i + 1], OLD[i:i + 1], REF[i:i + 1], adv[i:i + 1], MASK[i:i + 1], 0.2, 0.05, loss_type)
+            rows = slice(i, i + 1)
+            l, _ = grpo_loss(LOGP[rows], OLD[rows], REF[rows], adv[rows], MASK[rows], 0.2, 0.05, loss_type)
             share = 1 / 2 if loss_type == "grpo" else MASK[i].sum().item() / MASK.sum().item()
             parts += l.item() * share
         assert parts == pytest.approx(full.item(), rel=1e-6)

@@ -34,7 +34,6 @@ import time
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from mathlm.common import autocast, config_dict, die, parse_config, pick_device, pick_dtype, set_seed
 from mathlm.format import STOP_STRINGS, cut_completion, qa_prompt
@@ -407,7 +406,8 @@ def main(argv=None):
     dtype = pick_dtype(device, cfg.dtype, verbose=dist.master)
     set_seed(cfg.seed)
     if cfg.questions_per_step % dist.world:
-        die(f"--questions_per_step {cfg.questions_per_step} must be divisible by the number of processes ({dist.world})")
+        die(f"--questions_per_step {cfg.questions_per_step} must be divisible by the number of processes "
+            f"({dist.world})")
 
     try:
         tok = MathTokenizer.load(os.path.join(cfg.data_dir, cfg.tokenizer))
@@ -589,8 +589,8 @@ def main(argv=None):
             row = {"step": step, "reward": dist.mean(reward.mean()), "pass@1": dist.mean(correct.mean()),
                    "pass@G": dist.mean((correct.max(1).values > 0).float().mean()),
                    "format": dist.mean(fmt.mean()), "zero_signal": dist.mean(zero.float().mean()),
-                   "kl": dist.mean(stats["kl"]) * dist.world / max(n_tok_all, 1), "len": dist.mean(sum(lens) / len(lens)),
-                   "loss": dist.mean(stats["loss"]) * dist.world,
+                   "kl": dist.mean(stats["kl"]) * dist.world / max(n_tok_all, 1),
+                   "len": dist.mean(sum(lens) / len(lens)), "loss": dist.mean(stats["loss"]) * dist.world,
                    "clip_frac": dist.mean(stats["clip_frac"]) * dist.world / max(n_tok_all, 1),
                    "grad_norm": stats["grad_norm"], "lr": lr, "skipped": skipped,
                    "tok_s": dist.mean(ro["n_generated"] / max(t_gen, 1e-9)) * dist.world, "dt": dt}
@@ -598,9 +598,9 @@ def main(argv=None):
             if dist.master:
                 eta = (cfg.max_steps - step) * dt
                 kl = "-" if row["kl"] != row["kl"] else f"{row['kl']:.4f}"  # nan (no reference pass) prints as -
-                line = (f"step {step:05d}/{cfg.max_steps:05d} ({100 * step / cfg.max_steps:.1f}%) | reward {row['reward']:.3f}"
-                        f" | pass@1 {row['pass@1']:.3f} | pass@{G} {row['pass@G']:.3f} | format {row['format']:.2f}"
-                        f" | zero_signal {row['zero_signal']:.2f} | kl {kl} | len {row['len']:.1f} | lr {lr:.1e}"
+                line = (f"step {step:05d}/{cfg.max_steps:05d} ({100 * step / cfg.max_steps:.1f}%)"
+                        f" | reward {row['reward']:.3f} | pass@1 {row['pass@1']:.3f} | pass@{G} {row['pass@G']:.3f}"
+                        f" | format {row['format']:.2f} | zero_signal {row['zero_signal']:.2f} | kl {kl} | len {row['len']:.1f} | lr {lr:.1e}"
                         f" | dt {dt:.1f}s | tok/s {row['tok_s']:,.0f} | eta {eta / 60:.1f}m"
                         + (" | skipped: every group zero-signal" if skipped else ""))
                 (bar.write if bar is not None else print)(line)
