@@ -600,7 +600,8 @@ def main(argv=None):
                 kl = "-" if row["kl"] != row["kl"] else f"{row['kl']:.4f}"  # nan (no reference pass) prints as -
                 line = (f"step {step:05d}/{cfg.max_steps:05d} ({100 * step / cfg.max_steps:.1f}%)"
                         f" | reward {row['reward']:.3f} | pass@1 {row['pass@1']:.3f} | pass@{G} {row['pass@G']:.3f}"
-                        f" | format {row['format']:.2f} | zero_signal {row['zero_signal']:.2f} | kl {kl} | len {row['len']:.1f} | lr {lr:.1e}"
+                        f" | format {row['format']:.2f} | zero_signal {row['zero_signal']:.2f} | kl {kl}"
+                        f" | len {row['len']:.1f} | lr {lr:.1e}"
                         f" | dt {dt:.1f}s | tok/s {row['tok_s']:,.0f} | eta {eta / 60:.1f}m"
                         + (" | skipped: every group zero-signal" if skipped else ""))
                 (bar.write if bar is not None else print)(line)
