@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from mathlm.common import atomic_write, die, parse_config  # noqa: E402
+from mathlm.common import atomic_write, die, human, parse_config  # noqa: E402
 from mathlm.format import qa_prompt  # noqa: E402
 from mathlm.infer.export import HF_DENSE, HF_MOE, export_folder  # noqa: E402
 from mathlm.infer.inference import DEFAULT_CHECKPOINTS, newest_checkpoint  # noqa: E402
@@ -30,6 +30,7 @@ from mathlm.infer.inference import DEFAULT_CHECKPOINTS, newest_checkpoint  # noq
 
 @dataclass
 class Config:
+    """Export a checkpoint as a Hub-ready Qwen3 folder (+ model card); upload with --repo_id."""
     checkpoint: str = ""               # "" = newest of DEFAULT_CHECKPOINTS in the working directory
     out_dir: str = "mathlm_hf"         # the Hub-ready folder
     repo_id: str = ""                  # user/name: upload there too ("" = folder only)
@@ -136,7 +137,7 @@ vLLM can serve them.
 
 ## Training
 
-Stage: `{ckpt.get('stage', '?')}`, {ckpt.get('step', '?')} optimizer steps{f", last val loss {last['val_loss']:.4f}" if last else ""}.
+Stage: `{ckpt.get('stage', '?')}`{f", {ckpt['step']:,} optimizer steps" if isinstance(ckpt.get('step'), int) else ""}{f", last val loss {last['val_loss']:.4f}" if last else ""}.
 {("Data settings: " + ", ".join(f"`{k}={v}`" for k, v in data.items())) if data else "Data: see the mathlm pipeline that produced this checkpoint."}
 
 ## Evaluation
@@ -159,16 +160,17 @@ out = model.generate(**ids, max_new_tokens=128, do_sample=False)
 print(tok.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True))
 
 msgs = [{{"role": "user", "content": "What is 12 * 7?"}}]
-ids = tok.apply_chat_template(msgs, return_tensors="pt", return_dict=True)
+ids = tok.apply_chat_template(msgs, return_tensors="pt", return_dict=True)   # ends at <|assistant|>
+out = model.generate(**ids, max_new_tokens=128, do_sample=False)
 ```
 
 ```bash
-vllm serve {name}                                            # OpenAI-compatible server
-python -m mathlm.infer.inference --checkpoint ./downloaded_folder --chat     # mathlm's own CLI
-MATHLM_REPO_ID={name} python -m mathlm.infer.app                          # the Gradio demo
+vllm serve {name}                                              # OpenAI-compatible server
+python -m mathlm.infer.inference --checkpoint LOCAL_FOLDER --chat   # mathlm's own CLI (a local copy)
+{f"MATHLM_REPO_ID={name} python -m mathlm.infer.app" if repo_id else f"python -m mathlm.infer.app --model_dir {name}"}   # the Gradio demo
 ```
 
-Limitations: a {total / 1e6:.0f}M-parameter model; it makes arithmetic and reasoning mistakes and
+Limitations: a {human(total)}-parameter model; it makes arithmetic and reasoning mistakes and
 should not be trusted for anything that matters.
 """
 

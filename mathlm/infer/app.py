@@ -25,6 +25,7 @@ MODEL_FILES = ["config.json", "generation_config.json", "model.safetensors", "to
 
 @dataclass
 class Config:
+    """Hugging Face Spaces entry point: the demo around an exported model."""
     repo_id: str = ""        # Hub model repo (user/name); "" = $MATHLM_REPO_ID
     model_dir: str = ""      # a local exported folder (wins over repo_id)
     revision: str = ""       # branch, tag or commit of repo_id; "" = main

@@ -22,6 +22,7 @@ from mathlm.infer.inference import HOW_TO_GET_ONE, load_model, stream_chat, stre
 
 @dataclass
 class Config:
+    """Local Gradio demo: Q/A and Chat tabs, answers streamed."""
     checkpoint: str = ""               # .pt or exported folder; "" = newest default checkpoint here
     tokenizer: str = "math_tokenizer"  # for a .pt checkpoint
     device: str = "auto"

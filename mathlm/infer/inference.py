@@ -31,6 +31,7 @@ HOW_TO_GET_ONE = ("train one with `python -m mathlm.train.pretrain --preset tiny
 
 @dataclass
 class Config:
+    """Answer a question (streamed) or chat with a mathlm model in the terminal."""
     checkpoint: str = ""            # .pt or exported folder; "" = newest of DEFAULT_CHECKPOINTS here
     tokenizer: str = "math_tokenizer"  # tokenizer folder for a .pt checkpoint (folders carry their own)
     prompt: str = ""                # a question ("d/dx x^5?") or "Q: ... A:"; both become the Q/A prompt
