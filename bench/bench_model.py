@@ -1,7 +1,7 @@
 """Our GPT against transformers' Qwen3ForCausalLM of the same shape and the same weights, in one process.
 
-    python -m bench.bench_model            # default 40M config + tiny config, fp32 CPU, 2 threads (minutes)
-    python -m bench.bench_model --quick    # tiny config only, fewer rounds (about a minute)
+    python -m bench.bench_model            # default 40M config + tiny config, fp32 CPU, 2 threads (~10 min loaded)
+    python -m bench.bench_model --quick    # tiny config only
 
 Measures (1) training-step tokens/s: forward + backward + AdamW step, and (2) greedy KV-cache
 decode tokens/s: our generate() against Qwen3's generate(use_cache=True), at batch 1 and 16, same
