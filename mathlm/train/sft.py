@@ -91,7 +91,7 @@ class Config:
 
 PRESETS = {
     # on top of the tiny pretrain checkpoint: 2 CPU cores, a couple of minutes
-    "tiny": dict(batch_size=16, grad_accum=2, max_steps=300, lr=3e-4, min_lr=3e-5, warmup_steps=20,
+    "tiny": dict(batch_size=16, grad_accum=1, max_steps=300, lr=3e-4, min_lr=3e-5, warmup_steps=20,
                  val_examples=64, eval_every=100, log_every=20, compile=False),
     # the pipeline's smoke run: seconds
     "smoke": dict(batch_size=8, grad_accum=1, max_steps=30, lr=1e-3, min_lr=1e-4, warmup_steps=3,
