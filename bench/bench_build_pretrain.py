@@ -13,7 +13,8 @@ its process tree, and sampling the summed RSS of its process tree (/proc, every 
   baseline, 1 thread   read the file in 4 MB pieces at line ends, tok.encode_batch(lines), write the
                        ids as uint16 — TOKENIZERS_PARALLELISM=false, so HF encodes on one core
   baseline, HF threads the same loop with HF's own thread pool (its default: all cores)
-  build_pretrain       python -m mathlm.data.build_pretrain (default: one worker process per core)
+  build_pretrain       python -m mathlm.data.build_pretrain: one worker process per core (the
+                       default) on both files, and --num_workers 1 (no pool) for its own 1-core rate
 Last, in its own process on one thread: encode_batch on whole documents vs on the same documents
 cut at build_pretrain.SAFE_CUT (the ids are identical; the short strings encode faster).
 Prints the markdown tables for docs/BENCHMARKS.md, with the load average seen during each run
@@ -176,20 +177,22 @@ def main():
     build = lambda text, out: py + ["mathlm.data.build_pretrain", "--input", text, "--tokenizer", tok_dir,
                                     "--out_dir", os.path.join(tmp, out)]
     base = lambda text: py + ["bench.bench_build_pretrain", "--baseline", text, tok_dir, os.path.join(tmp, "base.bin")]
-    rows = {
-        "baseline, 1 thread": measure(base(big), one_thread, mb[big]),
-        "baseline, HF threads": measure(base(big), env, mb[big]),
-        f"build_pretrain, {mb[small]:.0f} MB": measure(build(small, "small"), env, mb[small]),
-        f"build_pretrain, {mb[big]:.0f} MB": measure(build(big, "big"), env, mb[big]),
-    }
+    n = os.cpu_count()
+    rows = [  # the extra rows run on the small file only, to keep the bench short
+        ("baseline, 1 thread", measure(base(big), one_thread, mb[big])),
+        (f"baseline, HF threads ({n})", measure(base(small), env, mb[small])),
+        ("build_pretrain, 1 worker (no pool)", measure(build(small, "one") + ["--num_workers", "1"], one_thread, mb[small])),
+        (f"build_pretrain, {n} workers", measure(build(small, "small"), env, mb[small])),
+        (f"build_pretrain, {n} workers", measure(build(big, "big"), env, mb[big])),
+    ]
     ids = np.fromfile(os.path.join(tmp, "big", "train.bin"), dtype=np.uint16)
     print(f"(build_pretrain {mb[big]:.0f} MB: {len(ids):,} train tokens; total bench {time.time() - t0:.0f}s)\n")
 
     cut = pieces_vs_docs(small, tok)
-    ref = rows["baseline, 1 thread"]
+    ref = rows[0][1]
     print("| run | input | wall | MB/s | vs baseline, 1 thread | MB per CPU-s | peak RSS, process tree | load avg |")
     print("|---|---|---|---|---|---|---|---|")
-    for name, r in rows.items():
+    for name, r in rows:
         print(f"| {name} | {r['mb']:.0f} MB | {r['wall']:.0f}s | {r['mb'] / r['wall']:.2f} | "
               f"{(r['mb'] / r['wall']) / (ref['mb'] / ref['wall']):.2f}× | {r['mb'] / r['cpu']:.2f} | "
               f"{r['rss']:.0f} MB | {r['load']:.1f} |")
