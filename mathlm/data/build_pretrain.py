@@ -66,8 +66,8 @@ ENCODE_BATCH_CHARS = 1 << 20
 # Where a line ends in a visible ASCII char and the next line starts with one, the pre-tokenizer
 # (SPLIT_PATTERN in mathlm/tokenizer.py) always ends a piece at that "\n": no alternative reaches
 # across it and no lookahead sees past it. Cutting a document there gives exactly the document's
-# tokens (tested), and short strings encode ~1.5x faster per byte than 5-10 KB ones on CPU
-# (HF's per-string bookkeeping outgrows the cache: docs/BENCHMARKS.md).
+# tokens (tested), and HF encodes such ~100-byte strings 1.04-1.45x faster per byte than the
+# 6 KB documents they come from (three runs on a shared 2-core box: docs/BENCHMARKS.md).
 SAFE_CUT = re.compile(r"(?<=[!-~]\n)(?=[!-~])")
 
 
