@@ -193,3 +193,11 @@ def test_interrupted_build_leaves_no_bin_and_keeps_the_old_one(tmp_path, tok_dir
     with pytest.raises(SystemExit, match=r"bad\.jsonl:2 is not JSON"):
         build(tmp_path, [a, b, bad], tok_dir, num_workers=2, chunk_mb=0.0005)   # dies mid-build, pool running
     assert {n: open(os.path.join(out, n), "rb").read() for n in sorted(os.listdir(out))} == before
+
+
+def test_a_tokenizer_that_changed_mid_build_is_an_error_not_a_hang(tok_dir):
+    # a worker whose tokenizer hash differs from the main process's: the task raises in the main
+    # process (a Pool initializer that raised would be respawned forever)
+    chunks = iter([(["Q: 1 + 1?\nA: 2\n\n"], 20)])
+    with pytest.raises(RuntimeError, match="changed during the build"):
+        list(bp.encode_chunks(chunks, 2, (tok_dir, "0123456789abcdef", 0.0, 0)))

@@ -170,7 +170,7 @@ def read_chunks(paths, shas, chunk_bytes, max_doc_bytes):
 # -----------------------------------------------------------------------------
 # workers: text → tokens
 
-_W = {}  # per-process state from _init_worker: the tokenizer is loaded once per worker, not per chunk
+_W = {}  # per-process state: set by _init_worker, the tokenizer loaded once per worker by _tokenizer
 
 
 def _init_worker(tokenizer_dir, tokenizer_hash, val_frac, seed, in_pool=True):
@@ -178,11 +178,20 @@ def _init_worker(tokenizer_dir, tokenizer_hash, val_frac, seed, in_pool=True):
         # one worker = one core: HF's own thread pool on top would oversubscribe the cores
         os.environ["TOKENIZERS_PARALLELISM"] = "false"
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
-    tok = MathTokenizer.load(tokenizer_dir)
-    if tok.hash != tokenizer_hash:  # replaced mid-build: the metas would vouch for the wrong tokenizer
-        raise RuntimeError(f"{tokenizer_dir} changed during the build ({tokenizer_hash} → {tok.hash})")
-    _W.update(tok=tok, dtype=token_dtype(tok.vocab_size), key=str(seed).encode(),
-              val_cut=int(val_frac * 2**64))
+    _W.clear()
+    _W.update(tokenizer=(tokenizer_dir, tokenizer_hash), key=str(seed).encode(), val_cut=int(val_frac * 2**64))
+
+
+def _tokenizer():
+    # loaded in the first task, not in the initializer: a Pool respawns a worker whose initializer
+    # raises, forever, while an exception in a task reaches the main process
+    if "tok" not in _W:
+        tokenizer_dir, tokenizer_hash = _W["tokenizer"]
+        tok = MathTokenizer.load(tokenizer_dir)
+        if tok.hash != tokenizer_hash:  # replaced mid-build: the metas would vouch for the wrong tokenizer
+            raise RuntimeError(f"{tokenizer_dir} changed during the build ({tokenizer_hash} → {tok.hash})")
+        _W.update(tok=tok, dtype=token_dtype(tok.vocab_size))
+    return _W["tok"]
 
 
 def in_val(text, key, val_cut):
@@ -204,7 +213,7 @@ def _batches(docs, max_chars):
 
 def _encode_chunk(docs):
     """Documents → (train ids, val ids, n train docs, n val docs); every document ends with eos."""
-    tok, dtype = _W["tok"], _W["dtype"]
+    tok, dtype = _tokenizer(), _W["dtype"]
     train, val = [], []
     for batch in _batches(docs, ENCODE_BATCH_CHARS):
         pieces = [SAFE_CUT.split(text) for text in batch]
