@@ -17,6 +17,7 @@ What a document is:
   Blank lines before and after a document are dropped; its lines keep their line ends.
   A document longer than --max_doc_mb is cut before a line into separate documents, so a file
   with no separators is not one giant document held in memory. A single line is never split.
+  Files are read as UTF-8; invalid bytes become U+FFFD.
 - Q/A jsonl (`<name>.jsonl` from the downloaders and generators, one JSON object per line with
   "question" and "answer"): each row is the document mathlm.format.qa_text(q, a) =
   "Q: {q}\\nA: {a}\\n\\n". `*_test.jsonl` files are skipped: held-out test pairs never go into training.
