@@ -1,6 +1,6 @@
 """build_pretrain vs a plain single-process encode_batch loop: throughput (MB/s) and peak memory.
 
-    python -m bench.bench_build_pretrain                             # 50 MB + 200 MB, ~8 min on 2 idle cores
+    python -m bench.bench_build_pretrain                             # 50 MB + 200 MB, ~9 min on 2 cores
     python -m bench.bench_build_pretrain --small_mb 5 --big_mb 20    # a quick look
 
 Builds everything in a temp dir from the real GSM8K train text (needs ../shared/data/gsm8k):
