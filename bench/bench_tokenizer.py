@@ -14,8 +14,6 @@ import re
 import statistics
 import time
 
-from tokenizers import Regex, pre_tokenizers
-
 from mathlm import tokenizer as T
 
 GSM8K = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data", "gsm8k")
@@ -51,7 +49,7 @@ def main():
         per_num = statistics.mean(len(tok.encode(n)) for n in nums)
         out[name] = (statistics.mean(ans), per_num, time.time() - t0)
     base = out["digit groups of ≤3 (GPT-2 style)"][0]
-    print(f"| pre-tokenisation | tokens / GSM8K test answer | tokens / number | vs groups |")
+    print("| pre-tokenisation | tokens / GSM8K test answer | tokens / number | vs groups |")
     print("|---|---|---|---|")
     for name, (a, n, dt) in out.items():
         print(f"| {name} | {a:.1f} | {n:.2f} | {a / base:.2f}× |")

@@ -58,8 +58,6 @@ def newest_checkpoint(names=DEFAULT_CHECKPOINTS, directory="."):
 def load_model(path=None, tokenizer="math_tokenizer", device="auto", dtype="auto", verbose=True):
     """(model, tok) from a mathlm checkpoint .pt or an exported Qwen3 folder, in eval mode on `device`.
     Bad input (missing, corrupt, another architecture, tokenizer mismatch) exits with a one-line error."""
-    import torch
-
     from mathlm.model.gpt import GPT, GPTConfig
     from mathlm.tokenizer import MathTokenizer
     from mathlm.train.common import load_checkpoint, model_from_checkpoint

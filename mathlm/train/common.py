@@ -84,6 +84,25 @@ class Dist:
             dist.destroy_process_group()
 
 
+def setup(cfg, split_field):
+    """The first lines of every trainer: processes and device, autocast dtype, seed, tokenizer.
+    `split_field` names the config field counted globally (micro-steps, questions) that the
+    ranks split between them; returns (dist, dtype, that field's per-rank share, tokenizer)."""
+    from mathlm.common import pick_device, pick_dtype, set_seed
+    from mathlm.tokenizer import MathTokenizer
+    dist = Dist(pick_device(cfg.device))
+    total = getattr(cfg, split_field)
+    if total % dist.world:
+        die(f"--{split_field} {total} must be divisible by the number of processes ({dist.world})")
+    dtype = pick_dtype(dist.device, cfg.dtype, verbose=dist.master)
+    set_seed(cfg.seed)
+    try:
+        tok = MathTokenizer.load(os.path.join(cfg.data_dir, cfg.tokenizer))
+    except ValueError as e:
+        die(str(e))
+    return dist, dtype, total // dist.world, tok
+
+
 # -----------------------------------------------------------------------------
 # logging: WandB only when asked, and a failure to reach it never stops training
 

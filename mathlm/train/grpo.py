@@ -35,10 +35,10 @@ from dataclasses import dataclass
 
 import torch
 
-from mathlm.common import autocast, config_dict, die, parse_config, pick_device, pick_dtype, set_seed
+from mathlm.common import autocast, config_dict, die, parse_config
 from mathlm.format import STOP_STRINGS, cut_completion, qa_prompt
-from mathlm.train.common import (Dist, check_compatible, get_lr, init_wandb, load_checkpoint,
-                                 model_from_checkpoint, save_checkpoint)
+from mathlm.train.common import (check_compatible, get_lr, init_wandb, load_checkpoint,
+                                 model_from_checkpoint, save_checkpoint, setup)
 
 
 @dataclass
@@ -400,20 +400,8 @@ def heldout_accuracy(model, tok, rows, max_new_tokens, batch_size=64, device="cp
 def main(argv=None):
     cfg = parse_config(Config, PRESETS, argv)
     validate(cfg)
-    from mathlm.tokenizer import MathTokenizer
-
-    dist = Dist(pick_device(cfg.device))
+    dist, dtype, _, tok = setup(cfg, "questions_per_step")
     device = dist.device
-    dtype = pick_dtype(device, cfg.dtype, verbose=dist.master)
-    set_seed(cfg.seed)
-    if cfg.questions_per_step % dist.world:
-        die(f"--questions_per_step {cfg.questions_per_step} must be divisible by the number of processes "
-            f"({dist.world})")
-
-    try:
-        tok = MathTokenizer.load(os.path.join(cfg.data_dir, cfg.tokenizer))
-    except ValueError as e:
-        die(str(e))
     train, weights, heldout = load_tasks(cfg, verbose=dist.master)
 
     # --- policy, reference, optimizer, state ---------------------------------

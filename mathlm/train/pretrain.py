@@ -24,10 +24,9 @@ from dataclasses import dataclass
 
 import torch
 
-from mathlm.common import (autocast, config_dict, die, parse_config, pick_device, pick_dtype,
-                           set_seed)
-from mathlm.train.common import (Dist, check_compatible, get_lr, init_wandb, load_checkpoint,
-                                 save_checkpoint)
+from mathlm.common import autocast, config_dict, die, parse_config
+from mathlm.train.common import (check_compatible, get_lr, init_wandb, load_checkpoint, save_checkpoint,
+                                 setup)
 
 DEFAULT_MIXTURE = ("train.bin:0.6,numina.bin:0.1,openr1.bin:0.1,math.bin:0.05,gsm8k.bin:0.05,"
                    "calculus.bin:0.05,ml_math.bin:0.05")
@@ -142,20 +141,9 @@ def main(argv=None):
     validate(cfg)
     from mathlm.data.mixture import Mixture
     from mathlm.model.gpt import GPT, GPTConfig
-    from mathlm.tokenizer import MathTokenizer
 
-    dist = Dist(pick_device(cfg.device))
+    dist, dtype, local_accum, tok = setup(cfg, "grad_accum")
     device = dist.device
-    if cfg.grad_accum % dist.world:
-        die(f"--grad_accum {cfg.grad_accum} must be divisible by the number of processes ({dist.world})")
-    local_accum = cfg.grad_accum // dist.world
-    dtype = pick_dtype(device, cfg.dtype, verbose=dist.master)
-    set_seed(cfg.seed)
-
-    try:
-        tok = MathTokenizer.load(os.path.join(cfg.data_dir, cfg.tokenizer))
-    except ValueError as e:
-        die(str(e))
     mc = model_config(cfg, tok.vocab_size)
     weights = parse_mixture(cfg.mixture)
     data = Mixture(weights, tokenizer_hash=tok.hash, block_size=cfg.block_size,

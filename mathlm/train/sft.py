@@ -41,9 +41,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from mathlm.common import autocast, config_dict, die, parse_config, pick_device, pick_dtype, set_seed
-from mathlm.train.common import (Dist, check_compatible, get_lr, init_wandb, load_checkpoint,
-                                 model_from_checkpoint, save_checkpoint)
+from mathlm.common import autocast, config_dict, die, parse_config
+from mathlm.train.common import (check_compatible, get_lr, init_wandb, load_checkpoint,
+                                 model_from_checkpoint, save_checkpoint, setup)
 from mathlm.train.pretrain import maybe_compile, parse_mixture
 
 DEFAULT_MIXTURE = "calculus:1,ml_math:1,gsm8k:1,math:1,numina:0.5,openr1:0.5"
@@ -288,20 +288,8 @@ def forgetting_warnings(start, now, threshold):
 def main(argv=None):
     cfg = parse_config(Config, PRESETS, argv)
     validate(cfg)
-    from mathlm.tokenizer import MathTokenizer
-
-    dist = Dist(pick_device(cfg.device))
+    dist, dtype, local_accum, tok = setup(cfg, "grad_accum")
     device = dist.device
-    if cfg.grad_accum % dist.world:
-        die(f"--grad_accum {cfg.grad_accum} must be divisible by the number of processes ({dist.world})")
-    local_accum = cfg.grad_accum // dist.world
-    dtype = pick_dtype(device, cfg.dtype, verbose=dist.master)
-    set_seed(cfg.seed)
-
-    try:
-        tok = MathTokenizer.load(os.path.join(cfg.data_dir, cfg.tokenizer))
-    except ValueError as e:
-        die(str(e))
 
     # --- model: from the run being resumed, else from the pretrained checkpoint -------------
     resume = cfg.resume and os.path.exists(cfg.out)
