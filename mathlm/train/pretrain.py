@@ -78,7 +78,7 @@ class Config:
 
 
 PRESETS = {
-    # trains something real on 2 CPU cores in ~5 minutes (≈3.4M params with a 4k vocab, 1.2M tokens)
+    # trains something real on 2 CPU cores in ~5 minutes (2.4M params with a 4k vocab, 1.2M tokens)
     "tiny": dict(n_layer=4, n_embd=192, n_head=6, n_kv_head=3, ffn_hidden=512, block_size=256,
                  batch_size=8, grad_accum=1, max_steps=600, lr=2e-3, min_lr=2e-4, warmup_steps=50,
                  eval_every=200, eval_iters=8, log_every=25, compile=False),
