@@ -33,26 +33,112 @@ def _field_type(f):
     return t
 
 
+def field_comments(cls):
+    """{field: its trailing comment} from the source of dataclass `cls` (and its bases): the
+    `name: type = default   # comment` lines, plus comment-only lines right below that start at
+    the same column (a comment continued). These comments are the flags' documentation."""
+    import ast
+    import inspect
+    import io
+    import textwrap
+    import tokenize
+    out = {}
+    for k in reversed(cls.__mro__):  # a subclass's comment wins over its base's
+        try:
+            src = textwrap.dedent(inspect.getsource(k))
+        except (OSError, TypeError):  # built in, or defined where no source is kept
+            continue
+        node = ast.parse(src).body[0]
+        if not isinstance(node, ast.ClassDef):
+            continue
+        comments, code_lines = {}, set()  # line → (column, text); lines holding code
+        for t in tokenize.generate_tokens(io.StringIO(src).readline):
+            if t.type == tokenize.COMMENT:
+                comments[t.start[0]] = (t.start[1], t.string.lstrip("#").strip())
+            elif t.type not in (tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT):
+                code_lines.update(range(t.start[0], t.end[0] + 1))
+        for stmt in node.body:
+            if not (isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name)):
+                continue
+            line = next((n for n in range(stmt.lineno, stmt.end_lineno + 1) if n in comments), None)
+            if line is None:
+                continue
+            col, text = comments[line]
+            parts = [text]
+            while line + 1 in comments and line + 1 not in code_lines and comments[line + 1][0] == col:
+                line += 1
+                parts.append(comments[line][1])
+            out[stmt.target.id] = " ".join(p for p in parts if p)
+    return out
+
+
+def _show_default(v):
+    if isinstance(v, (list, tuple)):
+        return " ".join(map(str, v)) if v else "none"
+    return '""' if v == "" else str(v)
+
+
+def _description(cls):
+    """The stage module's docstring: its first paragraph, then its usage lines (the indented
+    lines opening the next paragraph) when the first paragraph has none."""
+    doc = getattr(sys.modules.get(cls.__module__), "__doc__", None) or cls.__doc__ or ""
+    paras = [p for p in doc.strip("\n").split("\n\n") if p.strip()]
+    if not paras:
+        return None
+    keep = paras[0].rstrip().splitlines()
+    if len(paras) > 1 and not any(ln.startswith((" ", "\t")) for ln in keep):
+        usage = []
+        for ln in paras[1].splitlines():
+            if not ln.startswith((" ", "\t")):
+                break
+            usage.append(ln.rstrip())
+        if usage:
+            keep += [""] + usage
+    return "\n".join(keep)
+
+
+def _prog(cls):
+    # `python -m mathlm.x.y` rather than argparse's `y.py`; run as a script path, argparse's default
+    spec = getattr(sys.modules.get(cls.__module__), "__spec__", None)
+    name = getattr(spec, "name", "") or ""
+    return f"python -m {name}" if name.startswith("mathlm.") else None
+
+
 def build_parser(cls, presets=None, description=None):
-    p = argparse.ArgumentParser(description=description or (cls.__doc__ or "").strip() or None,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    """The argparse parser for dataclass `cls`: one flag per field, its help the field's comment
+    and its default; the description is the stage module's docstring (summary + usage lines)."""
+    import textwrap
+    epilog = None
+    if presets:  # what each preset sets, spelled as the flags it stands for
+        def flag(k, v):
+            return (f"--{k}" if v else f"--no-{k}") if isinstance(v, bool) else f"--{k} {_show_default(v)}"
+        epilog = "presets (explicit flags override them):\n" + "\n".join(
+            textwrap.fill(" ".join(flag(k, v) for k, v in presets[name].items()) or "(the defaults)", 100,
+                          initial_indent=f"  {name:<8} ", subsequent_indent=" " * 11)
+            for name in sorted(presets))
+    p = argparse.ArgumentParser(prog=_prog(cls), usage="%(prog)s [options]", epilog=epilog,
+                                description=description or _description(cls),
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     if presets:
         p.add_argument("--preset", choices=sorted(presets), default=None,
-                       help="named recipe; explicit flags override it")
+                       help=f"named recipe: {', '.join(sorted(presets))} (below); explicit flags override it")
+    comments = field_comments(cls)
     for f in dataclasses.fields(cls):
         t = _field_type(f)
         default = f.default if f.default is not dataclasses.MISSING else (
             f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
         flag = f"--{f.name}"
+        # argparse's own default stays None, so parse_config can tell "not given" from "given"
+        helptext = f"{comments[f.name]} (default: {_show_default(default)})" if f.name in comments \
+            else f"(default: {_show_default(default)})"
+        helptext = helptext.replace("%", "%%")  # argparse %-formats help strings
         if t is bool:
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
-                           help=f"(default {default})")
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=helptext)
         elif typing.get_origin(t) is list or t is list:
             args = typing.get_args(t)
-            p.add_argument(flag, nargs="+", type=args[0] if args else str, default=None,
-                           help=f"(default {default})")
+            p.add_argument(flag, nargs="+", type=args[0] if args else str, default=None, help=helptext)
         else:
-            p.add_argument(flag, type=t, default=None, help=f"(default {default})")
+            p.add_argument(flag, type=t, default=None, help=helptext)
     return p
 
 

@@ -54,9 +54,10 @@ class Config:
     data_source: list[str] = field(default_factory=list)  # dataset folders, e.g. ../shared/data/gsm8k
     hub: bool = True                                     # try the hub for datasets without a folder
     from_stage: str = "data_text"                        # also --from
-    until: str = "report"
+    until: str = "report"                                # last stage to run; the stages, in order: data_text tokenizer
+                                                         # data_bin pretrain_data pretrain sft grpo eval report
     force: bool = False                                  # rerun stages even when up to date
-    device: str = "auto"
+    device: str = "auto"                                 # auto|cuda|mps|cpu, passed to the trainers and evals
 
 
 # per-preset stage arguments; "default" is each stage's own defaults (the GPU recipe)

@@ -25,8 +25,8 @@ EVALS = [("base", "eval_base.json"), ("SFT", "eval_sft.json"), ("GRPO", "eval_gr
 
 @dataclass
 class Config:
-    preset: str = "default"
-    out: str = "report"
+    preset: str = "default"         # the preset named in the report when pipeline.json does not say
+    out: str = "report"             # writes <out>.md, <out>.json and <out>_*.png
 
 
 def read(path):

@@ -31,7 +31,7 @@ from mathlm.tokenizer import MathTokenizer, iter_text_files  # noqa: E402
 class Config:
     input: list[str] = field(default_factory=lambda: ["openwebmath.txt"])  # files or globs
     data_dir: str = "."              # where the fallback <name>.jsonl files are looked for
-    out_dir: str = "math_tokenizer"
+    out_dir: str = "math_tokenizer"  # the tokenizer folder written
     vocab_size: int = 32768          # including the 6 special tokens
     min_frequency: int = 2           # a pair seen once is noise, not a merge
     max_mb: int = 0                  # stop reading after this many MB of text (0 = all)

@@ -34,7 +34,7 @@ class Config:
     checkpoint: str = ""               # "" = newest of DEFAULT_CHECKPOINTS in the working directory
     out_dir: str = "mathlm_hf"         # the Hub-ready folder
     repo_id: str = ""                  # user/name: upload there too ("" = folder only)
-    tokenizer: str = "math_tokenizer"
+    tokenizer: str = "math_tokenizer"  # tokenizer folder; its hash must match the checkpoint's
     eval_dir: str = "."                # where eval_*.json / report.json are looked for
     dtype: str = "fp32"                # fp32 (exact parity) | bf16 (half the size)
     private: bool = False              # create the Hub repo private

@@ -31,8 +31,8 @@ COLUMNS = ["problem", "solution", "answer", "source", "problem_type", "question_
 @dataclass
 class Config:
     source: str = ""                 # local .jsonl/.parquet file or folder; "" = the hub
-    out_dir: str = "."
-    tokenizer: str = "math_tokenizer"
+    out_dir: str = "."               # where the .jsonl (and .bin) files go
+    tokenizer: str = "math_tokenizer"  # tokenizer folder (not needed with --text_only)
     text_only: bool = False          # write only the .jsonl text (to train the tokenizer on)
     max_examples: int = 0            # keep the first N train examples; 0 = all
 

@@ -44,10 +44,10 @@ from mathlm.common import die, parse_config
 class Config:
     n: int = 12000                  # train pairs
     n_test: int = 500               # held-out test pairs (no question shared with train)
-    seed: int = 1234
+    seed: int = 1234                # drives generation and the train/test split
     out_dir: str = "."              # where calculus.jsonl, calculus_test.jsonl (and .bin) go
     text_only: bool = False         # write the jsonl only; no tokenizer needed
-    tokenizer: str = "math_tokenizer"
+    tokenizer: str = "math_tokenizer"  # tokenizer folder (not needed with --text_only)
 
 
 PRESETS = {"tiny": dict(n=2000, n_test=200)}

@@ -40,10 +40,10 @@ from mathlm.data.generate_calculus import split, write_outputs  # noqa: F401  (s
 class Config:
     n: int = 5000                   # train pairs
     n_test: int = 300               # held-out test pairs (no question shared with train)
-    seed: int = 1234
+    seed: int = 1234                # drives generation and the train/test split
     out_dir: str = "."              # where ml_math.jsonl, ml_math_test.jsonl (and .bin) go
     text_only: bool = False         # write the jsonl only; no tokenizer needed
-    tokenizer: str = "math_tokenizer"
+    tokenizer: str = "math_tokenizer"  # tokenizer folder (not needed with --text_only)
 
 
 PRESETS = {"tiny": dict(n=1000, n_test=100)}

@@ -44,18 +44,18 @@ SHOTS = [
 
 @dataclass
 class Config:
-    checkpoint: str = "checkpoint_mathlm.pt"
-    tokenizer: str = "math_tokenizer"
+    checkpoint: str = "checkpoint_mathlm.pt"  # the checkpoint to score
+    tokenizer: str = "math_tokenizer"  # tokenizer folder; its hash must match the checkpoint's
     source: str = ""               # GSM8K-schema jsonl; default gsm8k_test.jsonl, else the hub
     n: int = 200                   # problems (a seeded subset); 0 = all
-    seed: int = 0
-    shots: int = 2
-    max_new_tokens: int = 256
-    batch_size: int = 32
+    seed: int = 0                  # picks the subset and seeds the samples
+    shots: int = 2                 # worked examples before the question (0-2); dropped if they do not fit
+    max_new_tokens: int = 256      # answer length cap
+    batch_size: int = 32           # prompts per generate call
     samples: int = 0               # k > 0: also k sampled completions per problem → maj@k, pass@k
     temperature: float = 0.7       # for the samples; the main accuracy is always greedy
-    top_p: float = 1.0
-    device: str = "auto"
+    top_p: float = 1.0             # for the samples; 1.0 = off
+    device: str = "auto"           # auto|cuda|mps|cpu
     out: str = "eval_gsm8k"        # writes <out>.jsonl and <out>.json
 
 

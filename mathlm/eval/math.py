@@ -39,19 +39,19 @@ DOMAINS = {"gsm8k": "gsm8k_test.jsonl", "calculus": "calculus_test.jsonl",
 
 @dataclass
 class Config:
-    checkpoint: str = "checkpoint_mathlm.pt"
+    checkpoint: str = "checkpoint_mathlm.pt"  # the checkpoint to score
     compare: list[str] = field(default_factory=list)  # two checkpoints: A B
-    tokenizer: str = "math_tokenizer"
-    data_dir: str = "."
-    domains: str = "gsm8k,calculus,ml_math,math"
+    tokenizer: str = "math_tokenizer"  # tokenizer folder; its hash must match the checkpoint's
+    data_dir: str = "."            # where the <domain>_test.jsonl files are
+    domains: str = "gsm8k,calculus,ml_math,math"  # comma-separated; a missing test file is skipped
     n: int = 200                   # problems per domain (seeded subset); 0 = all
-    seed: int = 0
-    max_new_tokens: int = 256
-    batch_size: int = 32
+    seed: int = 0                  # picks the subset and seeds the samples
+    max_new_tokens: int = 256      # answer length cap
+    batch_size: int = 32           # prompts per generate call
     samples: int = 0               # k > 0: also maj@k and pass@k from k samples per problem
-    temperature: float = 0.7
-    device: str = "auto"
-    out: str = "eval_math"
+    temperature: float = 0.7       # for --samples only; the main accuracy is greedy
+    device: str = "auto"           # auto|cuda|mps|cpu
+    out: str = "eval_math"         # writes <out>.json and <out>.jsonl
 
 
 PRESETS = {"tiny": dict(n=100, max_new_tokens=128), "smoke": dict(n=10, max_new_tokens=32)}

@@ -29,7 +29,7 @@ class Config:
     repo_id: str = ""        # Hub model repo (user/name); "" = $MATHLM_REPO_ID
     model_dir: str = ""      # a local exported folder (wins over repo_id)
     revision: str = ""       # branch, tag or commit of repo_id; "" = main
-    device: str = "auto"
+    device: str = "auto"     # auto|cuda|mps|cpu
     host: str = ""           # "" = $GRADIO_SERVER_NAME or 127.0.0.1
     port: int = 0            # 0 = $GRADIO_SERVER_PORT or 7860
     share: bool = False      # a public *.gradio.live link

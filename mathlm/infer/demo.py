@@ -25,8 +25,8 @@ class Config:
     """Local Gradio demo: Q/A and Chat tabs, answers streamed."""
     checkpoint: str = ""               # .pt or exported folder; "" = newest default checkpoint here
     tokenizer: str = "math_tokenizer"  # for a .pt checkpoint
-    device: str = "auto"
-    port: int = 7860
+    device: str = "auto"               # auto|cuda|mps|cpu
+    port: int = 7860                   # the page is served on host:port
     host: str = "127.0.0.1"            # 0.0.0.0 to serve your network (HF Spaces sets it itself)
     share: bool = False                # a public *.gradio.live link (needs internet)
 

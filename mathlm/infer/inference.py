@@ -37,7 +37,7 @@ class Config:
     prompt: str = ""                # a question ("d/dx x^5?") or "Q: ... A:"; both become the Q/A prompt
     raw: bool = False               # send --prompt as is (plain text continuation, no Q/A wrapping)
     chat: bool = False              # interactive multi-turn session on stdin
-    max_new_tokens: int = 256
+    max_new_tokens: int = 256       # answer length cap; generation also stops at <|eos|> and the context
     temperature: float = 0.0        # 0 = greedy, what the evals score
     top_k: int = 0                  # 0 = off
     top_p: float = 1.0              # 1 = off

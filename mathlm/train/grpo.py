@@ -45,14 +45,14 @@ from mathlm.train.common import (check_compatible, get_lr, init_wandb, load_chec
 class Config:
     # data
     init_from: str = "checkpoint_mathlm.pt"  # SFT checkpoint: policy init and frozen KL reference
-    data_dir: str = "."
-    tokenizer: str = "math_tokenizer"
+    data_dir: str = "."             # where <task>.jsonl and <task>_test.jsonl are
+    tokenizer: str = "math_tokenizer"  # tokenizer folder; its hash must match --init_from's
     tasks: str = "gsm8k:1,calculus:1"  # name:weight — questions from <name>.jsonl, held-out from <name>_test.jsonl
     # rollouts
     group_size: int = 8             # G completions per question
     questions_per_step: int = 16    # questions per step (global, split across ranks)
     max_new_tokens: int = 256       # GSM8K reference answers average 125 tokens (docs/BENCHMARKS.md): 128 cuts many
-    temperature: float = 1.0
+    temperature: float = 1.0        # rollout sampling temperature; > 0, or every group is zero-signal
     top_k: int = 0                  # 0 = off
     top_p: float = 1.0              # 1.0 = off
     # objective
@@ -64,29 +64,29 @@ class Config:
     ppo_epochs: int = 1             # optimizer steps per rollout batch (mu); > 1 stores the sampler's log-probs
     micro_batch: int = 32           # sequences per forward/backward in the update
     # optimisation
-    max_steps: int = 500
+    max_steps: int = 500            # steps; each is one rollout batch and --ppo_epochs updates
     lr: float = 1e-5                # a third of SFT's 3e-5; 7B recipes use 1e-6 (not tuned at 40M)
     min_lr: float = 1e-5            # = lr: constant after warmup, the usual GRPO schedule
-    warmup_steps: int = 10
-    weight_decay: float = 0.0
-    beta1: float = 0.9
-    beta2: float = 0.99
+    warmup_steps: int = 10          # linear LR warmup, steps
+    weight_decay: float = 0.0       # AdamW decay on matrices; 0 = none
+    beta1: float = 0.9              # AdamW beta1
+    beta2: float = 0.99             # AdamW beta2
     grad_clip: float = 1.0          # 0 = off
     # system
     device: str = "auto"            # auto|cuda|mps|cpu
     dtype: str = "auto"             # auto (bf16 on CUDA, else fp32)|bf16|fp32
-    seed: int = 1337
+    seed: int = 1337                # question sampler, rollouts and the held-out subset
     # bookkeeping
-    out: str = "checkpoint_mathlm_grpo.pt"
-    resume: bool = False
+    out: str = "checkpoint_mathlm_grpo.pt"  # checkpoint path; a .json history is written beside it
+    resume: bool = False            # continue from --out if it exists
     eval_every: int = 50            # steps; held-out greedy accuracy + checkpoint; -1 = only at the start and end
     n_eval: int = 200               # held-out questions per task (a fixed seeded subset)
     eval_batch: int = 64            # prompts per greedy generate call
-    log_every: int = 1
-    wandb: bool = False
-    wandb_project: str = "mathlm"
-    run_name: str = "grpo"
-    progress: bool = True
+    log_every: int = 1              # steps between log lines
+    wandb: bool = False             # log to Weights & Biases
+    wandb_project: str = "mathlm"   # W&B project name
+    run_name: str = "grpo"          # W&B run name
+    progress: bool = True           # tqdm bar besides the log lines
 
 
 PRESETS = {

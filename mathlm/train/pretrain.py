@@ -35,45 +35,45 @@ DEFAULT_MIXTURE = ("train.bin:0.6,numina.bin:0.1,openr1.bin:0.1,math.bin:0.05,gs
 @dataclass
 class Config:
     # data
-    data_dir: str = "."
-    tokenizer: str = "math_tokenizer"
+    data_dir: str = "."             # where the --mixture .bin files are
+    tokenizer: str = "math_tokenizer"  # tokenizer folder; its hash is saved in the checkpoint
     mixture: str = DEFAULT_MIXTURE  # file:weight,...; missing files are named and skipped
     # model (GPTConfig fields; vocab_size comes from the tokenizer)
-    n_layer: int = 8
-    n_embd: int = 512
-    n_head: int = 8
-    n_kv_head: int = 4
-    block_size: int = 512
-    ffn_hidden: int = 1408
-    rope_theta: float = 10000.0
+    n_layer: int = 8                # transformer blocks
+    n_embd: int = 512               # residual stream width
+    n_head: int = 8                 # query heads; head_dim = n_embd // n_head
+    n_kv_head: int = 4              # key/value heads (GQA); divides n_head
+    block_size: int = 512           # context length, tokens
+    ffn_hidden: int = 1408          # SwiGLU hidden width
+    rope_theta: float = 10000.0     # RoPE base frequency
     n_expert: int = 0               # >0: sparse MoE with top-k routing
-    expert_top_k: int = 2
+    expert_top_k: int = 2           # experts per token (MoE only)
     aux_loss_coef: float = 0.01     # weight of the MoE load-balancing loss
     # optimisation
     batch_size: int = 128           # micro-batch, sequences
     grad_accum: int = 8             # micro-steps per optimizer step (global, split across ranks)
-    max_steps: int = 100_000
-    lr: float = 3e-4
-    min_lr: float = 3e-5
-    warmup_steps: int = 2000
-    weight_decay: float = 0.1
-    beta1: float = 0.9
-    beta2: float = 0.95
+    max_steps: int = 100_000        # optimizer steps
+    lr: float = 3e-4                # peak LR after warmup; cosine to --min_lr at --max_steps
+    min_lr: float = 3e-5            # LR at the end of the cosine
+    warmup_steps: int = 2000        # linear LR warmup, steps
+    weight_decay: float = 0.1       # AdamW decay on matrices (not norms)
+    beta1: float = 0.9              # AdamW beta1
+    beta2: float = 0.95             # AdamW beta2
     grad_clip: float = 1.0          # 0 = off
     # system
     device: str = "auto"            # auto|cuda|mps|cpu
     dtype: str = "auto"             # auto (bf16 on CUDA, else fp32)|bf16|fp32
     compile: bool = True            # torch.compile; skipped with a note where unsupported
-    seed: int = 1337
+    seed: int = 1337                # model init and the data sampler
     # bookkeeping
-    out: str = "checkpoint.pt"
-    resume: bool = False
+    out: str = "checkpoint.pt"      # checkpoint path; a .json summary is written beside it
+    resume: bool = False            # continue from --out if it exists
     eval_every: int = 500           # steps; also checkpoints; -1 = only at the end
     eval_iters: int = 20            # val batches per source
-    log_every: int = 10
-    wandb: bool = False
-    wandb_project: str = "mathlm"
-    run_name: str = "pretrain"
+    log_every: int = 10             # steps between log lines
+    wandb: bool = False             # log to Weights & Biases
+    wandb_project: str = "mathlm"   # W&B project name
+    run_name: str = "pretrain"      # W&B run name
     progress: bool = True           # tqdm bar besides the log lines
 
 

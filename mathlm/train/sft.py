@@ -53,8 +53,8 @@ DEFAULT_MIXTURE = "calculus:1,ml_math:1,gsm8k:1,math:1,numina:0.5,openr1:0.5"
 class Config:
     # data
     init_from: str = "checkpoint.pt"  # the pretrained model; its shape is the model's shape
-    data_dir: str = "."
-    tokenizer: str = "math_tokenizer"
+    data_dir: str = "."               # where the <name>.bin datasets are
+    tokenizer: str = "math_tokenizer"  # tokenizer folder; its hash must match --init_from's
     mixture: str = DEFAULT_MIXTURE    # name:weight over <name>.bin Q/A datasets; missing ones are skipped
     chat_frac: float = 0.25           # share of examples in the chat form (role tokens, 1-2 turns)
     val_examples: int = 256           # held out per domain from the end of its index (at most 1/10 of it)
@@ -64,28 +64,28 @@ class Config:
     epochs: float = 2.0               # passes over the train examples of all domains together
     max_steps: int = 0                # > 0 overrides --epochs
     lr: float = 3e-5                  # low: a tenth of pretraining, to keep what pretraining learned
-    min_lr: float = 3e-6
-    warmup_steps: int = 100
+    min_lr: float = 3e-6              # LR at the end of the cosine
+    warmup_steps: int = 100           # linear LR warmup, steps
     weight_decay: float = 0.0         # no pull toward 0, away from the pretrained weights
-    beta1: float = 0.9
-    beta2: float = 0.95
+    beta1: float = 0.9                # AdamW beta1
+    beta2: float = 0.95               # AdamW beta2
     grad_clip: float = 1.0            # 0 = off
     aux_loss_coef: float = 0.01       # MoE load-balancing loss weight (ignored for a dense model)
     # system
     device: str = "auto"              # auto|cuda|mps|cpu
     dtype: str = "auto"               # auto (bf16 on CUDA, else fp32)|bf16|fp32
     compile: bool = True              # torch.compile; skipped with a note where unsupported
-    seed: int = 1337
+    seed: int = 1337                  # the example sampler (and chat-form choice)
     # bookkeeping
-    out: str = "checkpoint_mathlm.pt"
-    resume: bool = False
+    out: str = "checkpoint_mathlm.pt"  # checkpoint path; a .json summary is written beside it
+    resume: bool = False              # continue from --out if it exists
     eval_every: int = 0               # steps; 0 = once per epoch; -1 = only at the start and end
     ckpt_every: int = 500             # steps between checkpoints besides the evals; 0 = only at evals
     forget_threshold: float = 0.3     # val-loss rise over the start value that prints a warning
-    log_every: int = 10
-    wandb: bool = False
-    wandb_project: str = "mathlm"
-    run_name: str = "sft"
+    log_every: int = 10               # steps between log lines
+    wandb: bool = False               # log to Weights & Biases
+    wandb_project: str = "mathlm"     # W&B project name
+    run_name: str = "sft"             # W&B run name
     progress: bool = True             # tqdm bar besides the log lines
 
 
