@@ -1,4 +1,5 @@
-"""Q/A data stages: real GSM8K through --source, the token index, decontamination, bad input."""
+"""Q/A data stages: real GSM8K through --source (the committed sample, and the full set where
+../shared has it), the token index, decontamination, bad input."""
 import json
 import os
 import re
@@ -12,8 +13,7 @@ from mathlm.data.qa_io import last_boxed, load_qa, qa_example, read_jsonl, write
 from mathlm.data.tokens import meta_path, read_meta
 from mathlm.format import encode_qa, qa_answer, qa_prompt, qa_text
 from mathlm.tokenizer import MathTokenizer
-
-GSM8K = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "gsm8k")
+from tests.conftest import GSM8K_SAMPLE, gsm8k_full
 
 
 def _rows(path):
@@ -23,38 +23,42 @@ def _rows(path):
 
 @pytest.fixture(scope="module")
 def tok_dir(tmp_path_factory):
-    rows = _rows(os.path.join(GSM8K, "train.jsonl"))[:2000]  # a quarter of the text: 3x faster to train
+    rows = _rows(os.path.join(GSM8K_SAMPLE, "train.jsonl"))  # byte-level: it encodes the full set too
     tok = MathTokenizer.train([qa_text(r["question"], r["answer"]) for r in rows], vocab_size=2000,
                               show_progress=False)
     return tok.save(str(tmp_path_factory.mktemp("tok")))
 
 
-@pytest.fixture(scope="module")
-def gsm8k_dir(tok_dir, tmp_path_factory):
+@pytest.fixture(scope="module", params=["sample", "full"])
+def gsm8k_dir(request, tok_dir, tmp_path_factory):
+    """(out dir, summary, source dir): download_gsm8k run on the sample, then on the full set (or skipped)."""
+    src = GSM8K_SAMPLE if request.param == "sample" else gsm8k_full()
     out = str(tmp_path_factory.mktemp("gsm8k"))
-    summary = download_gsm8k.main(["--source", GSM8K, "--out_dir", out, "--tokenizer", tok_dir])
-    return out, summary
+    summary = download_gsm8k.main(["--source", src, "--out_dir", out, "--tokenizer", tok_dir])
+    return out, summary, src
 
 
 # -----------------------------------------------------------------------------
 # real GSM8K
 
-def test_gsm8k_writes_exactly_7473_train_and_1319_test(gsm8k_dir):
-    out, summary = gsm8k_dir
-    assert summary == {"train": 7473, "test": 1319, "dropped": {"gsm8k_test.jsonl": 0}}
-    src_train = _rows(os.path.join(GSM8K, "train.jsonl"))
-    src_test = _rows(os.path.join(GSM8K, "test.jsonl"))
+def test_gsm8k_writes_every_row(gsm8k_dir):
+    out, summary, src = gsm8k_dir
+    src_train = _rows(os.path.join(src, "train.jsonl"))
+    src_test = _rows(os.path.join(src, "test.jsonl"))
+    n = len(src_train)
+    assert (n, len(src_test)) in [(200, 200), (7473, 1319)]  # the sample, or the full set
+    assert summary == {"train": n, "test": len(src_test), "dropped": {"gsm8k_test.jsonl": 0}}
     train = read_jsonl(os.path.join(out, "gsm8k.jsonl"))
     test = read_jsonl(os.path.join(out, "gsm8k_test.jsonl"))
     assert [r["question"] for r in train] == [r["question"].strip() for r in src_train]
     assert [r["question"] for r in test] == [r["question"].strip() for r in src_test]
     meta = read_meta(os.path.join(out, "gsm8k.bin"))
-    assert meta["n_examples"] == 7473 and meta["decontam"] == {"gsm8k_test.jsonl": 0}
-    assert np.load(os.path.join(out, "gsm8k.idx.npy")).shape == (7473, 3)
+    assert meta["n_examples"] == n and meta["decontam"] == {"gsm8k_test.jsonl": 0}
+    assert np.load(os.path.join(out, "gsm8k.idx.npy")).shape == (n, 3)
 
 
 def test_gsm8k_answers_keep_reasoning_and_final(gsm8k_dir):
-    out, _ = gsm8k_dir
+    out, _, _ = gsm8k_dir
     train = read_jsonl(os.path.join(out, "gsm8k.jsonl"))
     assert train[0]["answer"] == ("Natalia sold 48/2 = 24 clips in May.\n"
                                   "Natalia sold 48+24 = 72 clips altogether in April and May.\n#### 72")
@@ -65,7 +69,7 @@ def test_gsm8k_answers_keep_reasoning_and_final(gsm8k_dir):
 
 
 def test_gsm8k_bin_decodes_to_canonical_text_byte_for_byte(gsm8k_dir, tok_dir):
-    out, _ = gsm8k_dir
+    out, _, _ = gsm8k_dir
     tok = MathTokenizer.load(tok_dir)
     tokens, index = load_qa("gsm8k", out, tok.hash)
     train = read_jsonl(os.path.join(out, "gsm8k.jsonl"))
@@ -74,16 +78,16 @@ def test_gsm8k_bin_decodes_to_canonical_text_byte_for_byte(gsm8k_dir, tok_dir):
     # the index tiles the file: each example starts where the previous one ended
     ends = index[:, 0] + index[:, 1] + index[:, 2]
     assert index[0, 0] == 0 and (index[1:, 0] == ends[:-1]).all() and ends[-1] == len(tokens)
-    for i in (0, 1, 4321, 7472):  # same tokens as the one reference encoder, encode_qa
+    for i in (0, 1, len(train) // 2, len(train) - 1):  # same tokens as the one reference encoder, encode_qa
         assert qa_example(tokens, index, i) == encode_qa(tok, train[i]["question"], train[i]["answer"])
 
 
 def test_gsm8k_index_spans_cover_exactly_the_answer(gsm8k_dir, tok_dir):
-    out, _ = gsm8k_dir
+    out, _, _ = gsm8k_dir
     tok = MathTokenizer.load(tok_dir)
     tokens, index = load_qa("gsm8k", out, tok.hash)
     train = read_jsonl(os.path.join(out, "gsm8k.jsonl"))
-    for i in range(0, 7473, 7):
+    for i in range(0, len(train), 7):
         prompt, answer = qa_example(tokens, index, i)
         assert tok.decode(prompt) == qa_prompt(train[i]["question"])       # "Q: ...\nA:"
         assert answer[-1] == tok.eos_id and tok.eos_id not in answer[:-1]
@@ -91,14 +95,15 @@ def test_gsm8k_index_spans_cover_exactly_the_answer(gsm8k_dir, tok_dir):
 
 
 def test_gsm8k_test_questions_never_in_bin(gsm8k_dir, tok_dir):
-    out, _ = gsm8k_dir
+    out, summary, _ = gsm8k_dir
     tok = MathTokenizer.load(tok_dir)
     tokens, _ = load_qa("gsm8k", out, tok.hash)
     text = tok.decode(tokens.tolist())
     test = read_jsonl(os.path.join(out, "gsm8k_test.jsonl"))
-    assert len(test) == 1319
+    assert len(test) == summary["test"]
     assert _occurrences(text, [r["question"] for r in test]) == []
-    train_q = read_jsonl(os.path.join(out, "gsm8k.jsonl"))[4321]["question"]
+    train = read_jsonl(os.path.join(out, "gsm8k.jsonl"))
+    train_q = train[len(train) // 2]["question"]
     assert _occurrences(text, [train_q]) == [train_q]  # the search itself finds what is there
 
 
@@ -115,7 +120,7 @@ def _occurrences(text, needles, k=24):
 # refusals and bad input
 
 def test_tokenizer_mismatch_refused(gsm8k_dir):
-    out, _ = gsm8k_dir
+    out, _, _ = gsm8k_dir
     with pytest.raises(SystemExit, match="tokenized with tokenizer .* rebuild"):
         load_qa("gsm8k", out, "0123456789abcdef")
 
@@ -235,7 +240,7 @@ def test_decontaminate_rule():
 
 
 def test_planted_duplicate_of_test_question_is_dropped(tmp_path, tok_dir, capsys):
-    test = _rows(os.path.join(GSM8K, "test.jsonl"))[:50]
+    test = _rows(os.path.join(GSM8K_SAMPLE, "test.jsonl"))[:50]
     write_jsonl(str(tmp_path / "gsm8k_test.jsonl"), test)
     planted = {"question": "  " + test[17]["question"].replace(" ", "  ") + " ", "answer": "leak"}
     train = _pairs(30) + [planted]

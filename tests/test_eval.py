@@ -24,9 +24,9 @@ from mathlm.format import encode_qa, qa_prompt
 from mathlm.model.gpt import GPT, GPTConfig
 from mathlm.tokenizer import MathTokenizer
 from mathlm.train.common import save_checkpoint
-from tests.conftest import GSM8K_DIR
+from tests.conftest import GSM8K_SAMPLE
 
-GSM8K_TEST = os.path.join(GSM8K_DIR, "test.jsonl")
+GSM8K_TEST = os.path.join(GSM8K_SAMPLE, "test.jsonl")
 FAST = ["--max_new_tokens", "24", "--device", "cpu"]
 
 
@@ -99,7 +99,7 @@ def question_of(tok, prompt):
 def test_shots_are_the_documented_train_examples():
     """SHOTS are GSM8K train #1 and #4 exactly as download_gsm8k writes them (annotations removed)."""
     from mathlm.data.download_gsm8k import to_pair
-    with open(os.path.join(GSM8K_DIR, "train.jsonl")) as f:
+    with open(os.path.join(GSM8K_SAMPLE, "train.jsonl")) as f:
         train = [json.loads(line) for _, line in zip(range(5), f)]
     for (q, a), row in zip(gsm8k_eval.SHOTS, (train[1], train[4])):
         pair = to_pair(row)
@@ -186,7 +186,7 @@ def test_gsm8k_end_to_end_on_20_real_problems(work, tmp_path, capsys):
     k = sum(r["correct"] for r in rows)
     assert js["correct"] == k and js["accuracy"] == k / 20
     assert js["ci95"] == list(wilson_interval(k, 20))
-    # the seeded subset: 20 of the 1,319 test problems, in file order, the same on every run
+    # the seeded subset: 20 of the sample's 200 test problems, in file order, the same on every run
     test = harness.read_rows(GSM8K_TEST)
     assert [r["question"] for r in rows] == [r["question"] for r in harness.subset(test, 20, 0)]
     golds = {r["question"]: extract_number(r["answer"]) for r in test}

@@ -1,6 +1,6 @@
-"""The smoke pipeline end to end, offline, on real GSM8K: killed with SIGKILL in the middle of
-pretraining, rerun, it skips the finished stages, resumes pretraining, and finishes with a
-report whose numbers are the stage outputs' numbers."""
+"""The smoke pipeline end to end, offline, on real GSM8K (the committed sample): killed with
+SIGKILL in the middle of pretraining, rerun, it skips the finished stages, resumes pretraining,
+and finishes with a report whose numbers are the stage outputs' numbers."""
 import json
 import os
 import signal
@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from tests.conftest import GSM8K_DIR, REPO
+from tests.conftest import GSM8K_SAMPLE, REPO
 
 pytestmark = pytest.mark.slow
 
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow
 def start(cwd):
     env = dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS="1")
     return subprocess.Popen([sys.executable, "-m", "mathlm.pipeline", "--preset", "smoke", "--no-hub",
-                             "--data_source", GSM8K_DIR], cwd=cwd, env=env, stdout=subprocess.PIPE,
+                             "--data_source", GSM8K_SAMPLE], cwd=cwd, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
 
 
