@@ -34,6 +34,7 @@ import numpy as np
 from mathlm.common import atomic_open, die
 from mathlm.data.decontam import decontaminate_by_source
 from mathlm.data.tokens import idx_path, meta_path, open_index, open_tokens, read_meta, token_dtype, write_meta
+from mathlm.eval.extract import extract_boxed as last_boxed  # noqa: F401 — the project's one \boxed parser
 from mathlm.format import qa_answer, qa_prompt
 
 HUB_HINT = "pass --source PATH with local jsonl/parquet files in the hub schema"
@@ -184,23 +185,6 @@ def convert_rows(rows, fn, what):
     if bad:
         print(f"warning: {what}: skipped {len(bad)} row(s) missing the expected fields: row {_numbers(bad)}")
     return pairs, left_out
-
-
-def last_boxed(text):
-    """Content of the last \\boxed{...} (or \\fbox{...}) in `text`, braces matched; None if absent."""
-    i = max(text.rfind("\\boxed"), text.rfind("\\fbox"))
-    if i < 0:
-        return None
-    j = i + (len("\\boxed") if text.startswith("\\boxed", i) else len("\\fbox"))
-    if not text.startswith("{", j):  # "\boxed 5": the token after the space
-        rest = text[j:].split()
-        return rest[0].rstrip("$.") if rest else None
-    depth = 0
-    for k in range(j, len(text)):
-        depth += {"{": 1, "}": -1}.get(text[k], 0)
-        if depth == 0:
-            return text[j + 1:k].strip()
-    return None  # unbalanced
 
 
 # -----------------------------------------------------------------------------
