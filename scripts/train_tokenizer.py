@@ -99,7 +99,7 @@ def main(argv=None):
     print(f"training a {cfg.vocab_size:,}-token BPE on {len(files)} file(s), {mb:,.1f} MB")
     t0 = time.time()
     tok = MathTokenizer.train(iter_texts(files, cfg.max_mb), vocab_size=cfg.vocab_size,
-                              min_frequency=cfg.min_frequency)
+                              min_frequency=cfg.min_frequency, show_progress=sys.stderr.isatty())
     out = os.path.abspath(cfg.out_dir.rstrip("/"))
     tmp, old = out + ".tmp", out + ".old"
     shutil.rmtree(tmp, ignore_errors=True)

@@ -282,7 +282,7 @@ def main(argv=None):
     try:
         with open(tmps["train"], "wb") as ftrain, open(tmps["val"], "wb") as fval, \
                 contextlib.closing(encode_chunks(chunks, num_workers, initargs)) as results, \
-                tqdm(total=total, unit="B", unit_scale=True, desc="tokenizing", smoothing=0.05) as bar:
+                tqdm(total=total, unit="B", unit_scale=True, desc="tokenizing", smoothing=0.05, disable=None) as bar:
             for train_ids, val_ids, n_train, n_val, nbytes in results:
                 ftrain.write(train_ids.tobytes())
                 fval.write(val_ids.tobytes())

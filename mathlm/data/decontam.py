@@ -125,7 +125,7 @@ def decontaminate_by_source(pairs, test_texts, n=N, threshold=THRESHOLD, progres
     it = pairs
     if progress:
         from tqdm import tqdm
-        it = tqdm(pairs, desc="decontaminate", unit="ex", mininterval=1.0)
+        it = tqdm(pairs, desc="decontaminate", unit="ex", mininterval=1.0, disable=None)
     kept = []
     for p in it:
         label = index.match(p["question"], threshold)

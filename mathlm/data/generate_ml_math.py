@@ -857,7 +857,7 @@ def generate(n, seed, progress=False, stats=None):
     from tqdm import tqdm
     rng = random.Random(seed)
     pairs, seen, dropped, dups = [], set(), 0, 0
-    bar = tqdm(total=n, desc=f"generating {NAME}", disable=not progress, unit="pair")
+    bar = tqdm(total=n, desc=f"generating {NAME}", disable=None if progress else True, unit="pair")
     i = 0
     while len(pairs) < n:
         if dropped + dups > 20 * n + 100:

@@ -202,7 +202,7 @@ def write_qa_bin(name, pairs, tok, out_dir=".", source="", decontam=None, chunk_
     n_tokens = 0
     try:
         with open(tmp_bin, "wb") as f, tqdm(total=len(pairs), desc=f"tokenize {name}", unit="ex",
-                                            mininterval=1.0) as bar:
+                                            mininterval=1.0, disable=None) as bar:
             for s in range(0, len(pairs), chunk_size):
                 chunk = pairs[s:s + chunk_size]
                 prompts = tok.encode_batch([qa_prompt(p["question"]) for p in chunk])

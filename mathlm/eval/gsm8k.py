@@ -114,12 +114,12 @@ def main(argv=None):
     prompts, used = zip(*(build_prompt(r["question"], cfg.shots, model.config.block_size,
                                        cfg.max_new_tokens, tok) for r in rows))
     t0 = time.time()
-    with tqdm(total=len(rows), desc="gsm8k greedy", unit="q") as bar:
+    with tqdm(total=len(rows), desc="gsm8k greedy", unit="q", disable=None) as bar:
         greedy = complete(model, tok, list(prompts), cfg.max_new_tokens, cfg.batch_size, progress=bar)
     dt_greedy = time.time() - t0
     samples = None
     if cfg.samples > 0:
-        with tqdm(total=len(rows), desc=f"gsm8k {cfg.samples} samples", unit="q") as bar:
+        with tqdm(total=len(rows), desc=f"gsm8k {cfg.samples} samples", unit="q", disable=None) as bar:
             samples = complete(model, tok, list(prompts), cfg.max_new_tokens, max(1, cfg.batch_size // cfg.samples),
                                num_samples=cfg.samples, temperature=cfg.temperature,
                                top_p=cfg.top_p if cfg.top_p < 1 else None, seed=cfg.seed, progress=bar)

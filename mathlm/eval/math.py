@@ -111,7 +111,8 @@ def evaluate(checkpoint, cfg, domains, device):
     model, tok = load_for_eval(checkpoint, cfg.tokenizer, device)
     results = {}
     total = sum(len(r) for r in domains.values())
-    with tqdm(total=total * (2 if cfg.samples else 1), desc=os.path.basename(checkpoint), unit="q") as bar:
+    with tqdm(total=total * (2 if cfg.samples else 1), desc=os.path.basename(checkpoint), unit="q",
+              disable=None) as bar:
         for d, rows in domains.items():
             prompts = [qa_prompt(r["question"]) for r in rows]
             greedy = complete(model, tok, prompts, cfg.max_new_tokens, cfg.batch_size, progress=bar)

@@ -383,7 +383,7 @@ def heldout_accuracy(model, tok, rows, max_new_tokens, batch_size=64, device="cp
     batches = range(0, len(rows), batch_size)
     if progress:
         from tqdm import tqdm
-        batches = tqdm(batches, desc="held-out", unit="batch", leave=False, dynamic_ncols=True)
+        batches = tqdm(batches, desc="held-out", unit="batch", leave=False, dynamic_ncols=True, disable=None)
     for s in batches:
         chunk = rows[s:s + batch_size]
         out = rollout(model, tok, chunk, 1, max_new_tokens, temperature=0.0, device=device, dtype=dtype)
@@ -533,7 +533,8 @@ def main(argv=None):
     bar = None
     if dist.master and cfg.progress:
         from tqdm import tqdm
-        bar = tqdm(total=cfg.max_steps, initial=step, desc="grpo", unit="step", leave=False, dynamic_ncols=True)
+        bar = tqdm(total=cfg.max_steps, initial=step, desc="grpo", unit="step", leave=False, dynamic_ncols=True,
+                   disable=None)
     start_step = step
     if step == 0:
         evaluate_and_save()  # the SFT model's held-out accuracy: the baseline the curve starts from

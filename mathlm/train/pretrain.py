@@ -225,7 +225,7 @@ def main(argv=None):
     if dist.master and cfg.progress:
         from tqdm import tqdm
         bar = tqdm(total=cfg.max_steps, initial=step, desc="pretrain", unit="step", leave=False,
-                   dynamic_ncols=True)
+                   dynamic_ncols=True, disable=None)
     t_log, tokens_since = time.time(), 0
     start_step = step
     if step == 0 and cfg.eval_every > 0:

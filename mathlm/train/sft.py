@@ -386,7 +386,8 @@ def main(argv=None):
     bar = None
     if dist.master and cfg.progress:
         from tqdm import tqdm
-        bar = tqdm(total=max_steps, initial=step, desc="sft", unit="step", leave=False, dynamic_ncols=True)
+        bar = tqdm(total=max_steps, initial=step, desc="sft", unit="step", leave=False, dynamic_ncols=True,
+                   disable=None)
     t_log, steps_since, tokens_since = time.time(), 0, 0
     start_step = step
     if step == 0:
