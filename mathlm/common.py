@@ -81,7 +81,8 @@ def _show_default(v):
 def _description(cls):
     """The stage module's docstring: its first paragraph, then its usage lines (the indented
     lines opening the next paragraph) when the first paragraph has none."""
-    doc = getattr(sys.modules.get(cls.__module__), "__doc__", None) or cls.__doc__ or ""
+    # never cls.__doc__: without a docstring of its own, a dataclass's __doc__ is its signature
+    doc = getattr(sys.modules.get(cls.__module__), "__doc__", None) or ""
     paras = [p for p in doc.strip("\n").split("\n\n") if p.strip()]
     if not paras:
         return None
