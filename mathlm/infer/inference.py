@@ -105,7 +105,9 @@ def load_model(path=None, tokenizer="math_tokenizer", device="auto", dtype="auto
         stage = ckpt.get("stage", "?")
         if tok.vocab_size > model.config.vocab_size:
             die(f"tokenizer has {tok.vocab_size} tokens, the model only {model.config.vocab_size} — wrong --tokenizer")
-    dt = pick_dtype(device, dtype, verbose=False)
+    # the weights are cast, not autocast: on CPU 'auto' stays fp32, so answers match the fp32 evals and
+    # tests; bf16 weights for CPU decoding were never measured
+    dt = pick_dtype(device, "fp32" if dtype == "auto" and device == "cpu" else dtype, verbose=False)
     model = model.to(device=device, dtype=dt).eval()
     say(f"loaded {path} | stage {stage} | {model.num_params() / 1e6:.2f}M params | "
         f"context {model.config.block_size} | device {device} | dtype {str(dt).replace('torch.', '')}")

@@ -62,7 +62,7 @@ class Config:
     grad_clip: float = 1.0          # 0 = off
     # system
     device: str = "auto"            # auto|cuda|mps|cpu
-    dtype: str = "auto"             # auto (bf16 on CUDA, else fp32)|bf16|fp32
+    dtype: str = "auto"             # auto (bf16 on CUDA and on CPUs with native bf16, else fp32)|bf16|fp32
     compile: bool = True            # torch.compile; skipped with a note where unsupported
     seed: int = 1337                # model init and the data sampler
     # bookkeeping

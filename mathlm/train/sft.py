@@ -73,7 +73,7 @@ class Config:
     aux_loss_coef: float = 0.01       # MoE load-balancing loss weight (ignored for a dense model)
     # system
     device: str = "auto"              # auto|cuda|mps|cpu
-    dtype: str = "auto"               # auto (bf16 on CUDA, else fp32)|bf16|fp32
+    dtype: str = "auto"               # auto (bf16 on CUDA and on CPUs with native bf16, else fp32)|bf16|fp32
     compile: bool = True              # torch.compile; skipped with a note where unsupported
     seed: int = 1337                  # the example sampler (and chat-form choice)
     # bookkeeping
