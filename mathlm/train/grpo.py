@@ -39,6 +39,7 @@ from mathlm.common import autocast, config_dict, die, parse_config
 from mathlm.format import STOP_STRINGS, cut_completion, qa_prompt
 from mathlm.train.common import (check_compatible, get_lr, init_wandb, load_checkpoint,
                                  model_from_checkpoint, save_checkpoint, setup)
+from mathlm.train.pretrain import maybe_compile
 
 
 @dataclass
@@ -74,7 +75,8 @@ class Config:
     grad_clip: float = 1.0          # 0 = off
     # system
     device: str = "auto"            # auto|cuda|mps|cpu
-    dtype: str = "auto"             # auto (bf16 on CUDA, else fp32)|bf16|fp32
+    dtype: str = "auto"             # auto (bf16 on CUDA and on CPUs with native bf16, else fp32)|bf16|fp32
+    compile: bool = False           # torch.compile the update's forward; rollouts stay eager
     seed: int = 1337                # question sampler, rollouts and the held-out subset
     # bookkeeping
     out: str = "checkpoint_mathlm_grpo.pt"  # checkpoint path; a .json history is written beside it
@@ -349,11 +351,13 @@ def score(texts, questions, group_size):
             torch.tensor(fmt, dtype=torch.float).view(B, group_size))
 
 
-def pack(prompts, completions, pad_id):
+def pack(prompts, completions, pad_id, multiple=1):
     """Right-padded prompt+completion rows for one causal forward.
     Returns idx (N, T) and mask (N, T-1): mask[i, t] = 1 where idx[i, t+1] is a completion token,
-    i.e. the positions whose logits predict the completion (targets = idx[:, 1:])."""
+    i.e. the positions whose logits predict the completion (targets = idx[:, 1:]).
+    T is the longest row rounded up to `multiple` (bounded shapes for torch.compile)."""
     T = max(len(p) + len(c) for p, c in zip(prompts, completions))
+    T = -(-T // multiple) * multiple
     idx = torch.full((len(prompts), T), pad_id, dtype=torch.long)
     mask = torch.zeros(len(prompts), T - 1)
     for i, (p, c) in enumerate(zip(prompts, completions)):
@@ -455,7 +459,8 @@ def main(argv=None):
         if dist.master:
             print(f"resumed from {cfg.out} at step {step:,}")
     del state
-    model = dist.wrap(raw_model)
+    model = dist.wrap(maybe_compile(raw_model, cfg, device))  # the update's forward; rollouts use raw_model
+    multiple = 64 if cfg.compile else 1  # compiled: a few padded lengths instead of a recompile per length
     logger = init_wandb(cfg.wandb, cfg.wandb_project, cfg.run_name, config_dict(cfg), dist.master)
     G, Q = cfg.group_size, cfg.questions_per_step
     if dist.master:
@@ -564,7 +569,7 @@ def main(argv=None):
         stats = {"loss": float("nan"), "kl": float("nan"), "clip_frac": float("nan"), "grad_norm": float("nan")}
         if not skipped:  # every group of the global batch zero-signal: no gradient, no optimizer step
             if keep:
-                idx, mask = pack(prompts, comps, tok.pad_id)
+                idx, mask = pack(prompts, comps, tok.pad_id, multiple)
                 adv_k = adv.view(-1)[keep]
             else:
                 idx, mask, adv_k = torch.zeros(0, 1, dtype=torch.long), torch.zeros(0, 0), torch.zeros(0)
