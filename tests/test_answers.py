@@ -104,9 +104,24 @@ EXTRACT_TABLE = [
 
 @pytest.mark.parametrize("text,want,gold", EXTRACT_TABLE)
 def test_extract_number_table(text, want, gold):
-    assert extract_number(text) == want
+    assert extract_number(text, mode="flexible") == want  # the table includes the last-number fallback
     correct = want is not None and numbers_equal(want, gold)
-    assert reward_numeric(text, gold) == (1.0 if correct else 0.0)
+    assert reward_numeric(text, gold, mode="flexible") == (1.0 if correct else 0.0)
+
+
+@pytest.mark.parametrize("text,strict,stated,flexible", [
+    ("work\n#### 72", "72", "72", "72"),                       # declared: every mode reads it
+    ("so \\boxed{72}", "72", "72", "72"),
+    ("72", None, "72", "72"),                                  # a bare answer is stated, not declared
+    ("x = 72.", None, "72", "72"),
+    ("The answer is 72 clips.", None, "72", "72"),
+    ("The answer is 72, I think.", None, None, "72"),          # not a whole answer: the flexible first number
+    ("Natalia sold 48 + 24 = 72 clips.", None, None, "72"),    # only the last-number fallback reads it
+    ("#### lots\nso 72", None, None, None),                    # declared and unreadable: no rescue
+])
+def test_extract_number_modes(text, strict, stated, flexible):
+    # #12: GRPO pays for "stated" answers; the evals report "strict" and "flexible" side by side
+    assert [extract_number(text, m) for m in ("strict", "stated", "flexible")] == [strict, stated, flexible]
 
 
 def test_extract_table_is_big_and_mixed():
@@ -131,7 +146,8 @@ def test_real_gsm8k_answers():
         assert reward_numeric(a, gold) == 1.0
     # without the #### line the last number is the answer almost always (97% on all 8,792 answers;
     # the rest end on a sentence like "... on the 13th day"); 48 of these 50
-    hits = sum(extract_number(a.rsplit("####", 1)[0]) == normalize_number(a.rsplit("####", 1)[1]) for a in answers)
+    hits = sum(extract_number(a.rsplit("####", 1)[0], mode="flexible") == normalize_number(a.rsplit("####", 1)[1])
+               for a in answers)
     assert hits >= 45
 
 

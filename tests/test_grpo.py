@@ -9,8 +9,8 @@ import random
 import pytest
 import torch
 
-from mathlm.train.grpo import (cut_tokens, fit_prompts, gold_of, group_advantages, grpo_loss, kl_k3, pack,
-                               score, token_logprobs)
+from mathlm.train.grpo import (cut_tokens, fit_prompts, group_advantages, grpo_loss, kl_k3, pack, score,
+                               token_logprobs)
 
 EPS = 1e-4
 
@@ -213,17 +213,19 @@ def test_score_rewards_and_format():
     qs = [{"question": "2+2", "gold": "4", "kind": "number"},
           {"question": "d/dx x^3", "gold": "3*x^2", "kind": "expr"}]
     texts = ["4", "2 + 2 = 5\n#### 5", "#### 3x^3", "d/dx x^3 = 3x^2\n#### 3*x^2"]
-    correct, fmt = score(texts, qs, 2)  # rows are question-major: texts 0, 1 answer question 0
+    correct, fmt, truncated = score(texts, qs, 2)  # rows are question-major: texts 0, 1 answer question 0
     assert correct.tolist() == [[1.0, 0.0], [0.0, 1.0]]
     assert fmt.tolist() == [[0.0, 1.0], [1.0, 1.0]]  # format is scored apart: a wrong answer can be well formed
+    assert truncated.sum() == 0  # nothing was cut at max_new_tokens
 
 
-@pytest.mark.parametrize("row,want", [({"answer": "so 3 + 4 = 7\n#### 7"}, "7"),
-                                      ({"answer": "#### 1,234"}, "1234"),
-                                      ({"answer": "x", "final": "3*x^2"}, "3*x^2"),
-                                      ({"answer": "68"}, "68")])
-def test_gold_of(row, want):
-    assert gold_of(row) == want
+def test_score_pays_nothing_for_a_cut_completion_without_an_answer():
+    # #12: "The first 20% of the 20% of the 10% ..." cut at the token limit ends on the common gold 10
+    qs = [{"question": "q", "gold": "10", "kind": "number"}]
+    texts = ["The first 20% of the 20% of the 10% of the 10", "So 5 + 5 = 10.\n#### 10", "10"]
+    correct, _, truncated = score(texts + ["so 10"], qs * 1, 4, cut=[True, True, False, True])
+    assert correct.tolist() == [[0.0, 1.0, 1.0, 0.0]]  # cut with a #### line still counts; cut without earns 0
+    assert truncated.tolist() == [[1.0, 0.0, 0.0, 1.0]]
 
 
 # -----------------------------------------------------------------------------

@@ -18,13 +18,20 @@ Gold answers: gold_answer(row) → (gold string or None, kind) for a row of any 
 "number" for GSM8K-schema rows and plain numbers, else "expr". A "number" gold is canonical
 ("1,234" → "1234"). GRPO, both evals and the report read golds through it and nothing else.
 
+Three ways to read a completion's answer (mode), each a superset of the one before:
+  "strict"    the declared answer only: the "####" line, else the last \\boxed{} — the evals'
+              headline accuracy (lm-eval-harness's strict match);
+  "stated"    (default; the GRPO reward) else an answer stated whole: the sentence after the last
+              "the answer is", else the whole completion when it is one answer ("57", "x = 7");
+  "flexible"  else, for numbers, the first number of that sentence, else the last number in the
+              text — the evals' "flexible" accuracy. Never a reward: a policy paid for its last
+              number learns to end on common numbers or to copy the question's.
+A declared answer that does not read is wrong in every mode; no fallback rescues it.
+
 Rewards (binary; format is scored apart from correctness): reward_numeric, reward_symbolic,
-reward_answer(completion, gold, kind, strict=False) and format_reward return 1.0 or 0.0, never
-raise on any completion (malformed → 0.0), print nothing and touch no file. strict=True reads
-only the declared answer (the "####" line, else \\boxed{}), as the evals' headline accuracy does;
-strict=False adds the fallbacks ("the answer is N", then the last number) as their "flexible"
-accuracy and the GRPO reward do. GRPO pays 0 for a completion cut at max_new_tokens before it
-declared an answer (has_final_answer), so babbling common numbers earns nothing.
+reward_answer(completion, gold, kind, mode="stated") and format_reward return 1.0 or 0.0, never
+raise on any completion (malformed → 0.0), print nothing and touch no file. GRPO also pays 0 for
+a completion cut at max_new_tokens before it declared an answer (has_final_answer).
 """
 import re
 
@@ -33,8 +40,8 @@ from mathlm.eval.extract import (_canonical, answer_phrase, answer_text, extract
                                  last_number, normalize_number, numbers_equal)
 from mathlm.eval.safe_math import parse_math
 
-__all__ = ["REWARD_KINDS", "answer_phrase", "answers_match", "exprs_equivalent", "extract_boxed", "extract_final",
-           "extract_number", "format_reward", "gold_answer", "has_final_answer", "majority_key", "normalize_number",
+__all__ = ["MODES", "REWARD_KINDS", "answer_phrase", "answers_match", "exprs_equivalent", "extract_boxed", "extract_final",
+           "extract_answer", "extract_number", "format_reward", "gold_answer", "has_final_answer", "majority_key", "normalize_number",
            "numbers_equal", "parse_math", "read_number", "reward_answer", "reward_numeric", "reward_symbolic"]
 
 REWARD_KINDS = ("number", "expr", "antiderivative", "text")
@@ -67,33 +74,54 @@ def gold_answer(row):
 
 
 # -----------------------------------------------------------------------------
-# numbers in completions
+# answers in completions: three ways to read one
 
-def _declared_number(s):
-    """A declared answer string → Fraction: the string itself, else its "the answer is" sentence."""
-    f = read_number(s)
-    if f is None and answer_phrase(s) is not None:
-        f = read_number(answer_phrase(s))
-    return f
+MODES = ("strict", "stated", "flexible")
 
 
-def extract_number(text, strict=False):
-    """Model text → canonical number string (see normalize_number), or None. The declared answer (the
-    "####" line, else the last \\boxed{}) read as a grader reads it; with strict=False and nothing
-    declared, the sentence after "the answer is" (its first number if it is not one), else the last number."""
+def _stated(text):
+    """The answer a completion states without declaring it: the sentence after its last "the answer is",
+    else the whole completion (a bare "57" or "x = 7"). None when neither exists."""
+    phrase = answer_phrase(text)
+    if phrase is not None:
+        return phrase
+    return text.strip() or None
+
+
+def extract_answer(text, mode="stated"):
+    """Model text → the answer string the checker compares, or None (see the module docstring for modes)."""
     text = answer_text(text)
     if text is None:
         return None
     final = extract_final(text)
-    if final is not None or "####" in text:  # a declared answer that does not read is not rescued
-        f = None if final is None else _declared_number(final)
-    elif strict:
+    if final is not None or "####" in text or mode == "strict":
+        return final  # a declared answer that does not read is not rescued by a fallback
+    return _stated(text)
+
+
+def extract_number(text, mode="stated"):
+    """Model text → canonical number string (see normalize_number), or None. The declared answer (the
+    "####" line, else the last \\boxed{}) read as a grader reads it; else, unless mode is "strict", the
+    stated answer read whole; else, with mode "flexible", the first number of the answer sentence, else
+    the last number of the text (lm-eval-harness's flexible match)."""
+    text = answer_text(text)
+    if text is None:
+        return None
+    final = extract_final(text)
+    if final is not None or "####" in text:  # declared: what does not read is not rescued
+        f = None if final is None else read_number(final)
+        if f is None and final is not None and answer_phrase(final) is not None:
+            f = read_number(answer_phrase(final))  # "#### The answer is 5"
+    elif mode == "strict":
         f = None
     else:
-        phrase = answer_phrase(text)
-        f = None if phrase is None else (read_number(phrase) or first_number(phrase))
-        if f is None:
-            f = last_number(text)
+        stated = _stated(text)
+        f = None if stated is None else read_number(stated)
+        if f is None and mode == "flexible":
+            phrase = answer_phrase(text)
+            f = None if phrase is None else first_number(phrase)
+            if f is None:
+                f = last_number(text)
     return None if f is None else _canonical(f)
 
 
@@ -106,40 +134,40 @@ def has_final_answer(text):
 # -----------------------------------------------------------------------------
 # rewards (GRPO) — binary correctness, and a separate format reward
 
-def reward_numeric(completion, gold, strict=False):
+def reward_numeric(completion, gold, mode="stated"):
     """1.0 if the completion's number equals gold exactly (gold: a number or a full GSM8K answer)."""
     try:
-        pred = extract_number(completion, strict)
+        pred = extract_number(completion, mode)
         if pred is None:
             return 0.0
         g = normalize_number(gold)
         if g is None:
-            g = canonical_number(gold) if "####" not in str(gold) else extract_number(gold)
+            g = extract_number(gold) if "####" in str(gold) else canonical_number(gold)
         return 1.0 if numbers_equal(pred, g) else 0.0
     except Exception:  # noqa: BLE001
         return 0.0
 
 
-def reward_symbolic(completion, gold, up_to_constant=False, strict=False):
-    """1.0 if the completion's final answer (#### line, else \\boxed{}; with strict=False else the
-    "the answer is" sentence) is equivalent to gold."""
+def reward_symbolic(completion, gold, up_to_constant=False, mode="stated"):
+    """1.0 if the completion's answer (extract_answer; "flexible" reads expressions as "stated" does)
+    is equivalent to gold."""
     try:
-        pred = extract_final(completion)
-        if pred is None and not strict:
-            pred = answer_phrase(completion)
+        pred = extract_answer(completion, mode)
         return 1.0 if pred is not None and answers_match(pred, gold, up_to_constant) else 0.0
     except Exception:  # noqa: BLE001
         return 0.0
 
 
-def reward_answer(completion, gold, kind, strict=False):
-    """Dispatch on the dataset's answer kind. An unknown kind is a caller bug and raises ValueError."""
+def reward_answer(completion, gold, kind, mode="stated"):
+    """Dispatch on the dataset's answer kind. An unknown kind or mode is a caller bug and raises ValueError."""
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; expected one of {MODES}")
     if kind == "number":
-        return reward_numeric(completion, gold, strict)
+        return reward_numeric(completion, gold, mode)
     if kind in ("expr", "text"):  # "text": shapes like "(32, 128)"; answers_match compares them as normalised text
-        return reward_symbolic(completion, gold, strict=strict)
+        return reward_symbolic(completion, gold, mode=mode)
     if kind == "antiderivative":
-        return reward_symbolic(completion, gold, up_to_constant=True, strict=strict)
+        return reward_symbolic(completion, gold, up_to_constant=True, mode=mode)
     raise ValueError(f"unknown answer kind {kind!r}; expected one of {REWARD_KINDS}")
 
 

@@ -210,22 +210,13 @@ def parse_tasks(spec):
     return out
 
 
-def gold_of(row):
-    """The gold answer string: row["final"], else what follows the last "####", else the whole answer."""
-    if row.get("final") not in (None, ""):
-        return str(row["final"]).strip()
-    ans = str(row.get("answer", ""))
-    return (ans.rsplit("####", 1)[1] if "####" in ans else ans).strip().replace(",", "")
-
-
 def load_questions(path, task):
     """<task>.jsonl → [{"question", "gold", "kind", "task"}]; rows without a question or gold are skipped."""
     from mathlm.data.qa_io import read_jsonl
-    from mathlm.eval.answers import REWARD_KINDS
+    from mathlm.eval.answers import REWARD_KINDS, gold_answer
     out = []
     for row in read_jsonl(path):
-        q, gold = row.get("question"), gold_of(row)
-        kind = row.get("kind") or "number"
+        q, (gold, kind) = row.get("question"), gold_answer(row)  # the gold reader the evals use too
         if kind not in REWARD_KINDS:
             die(f"{path}: kind {kind!r} is not one of {REWARD_KINDS} — fix the generator that wrote it")
         if isinstance(q, str) and q.strip() and gold:
@@ -340,15 +331,21 @@ def rollout(model, tok, questions, group_size, max_new_tokens, temperature=1.0, 
     return {"prompts": prompts, "completions": completions, "texts": texts, "n_generated": n_generated}
 
 
-def score(texts, questions, group_size):
-    """(correct (B, G), format (B, G)) rewards, 1.0/0.0 each, from mathlm.eval.answers."""
-    from mathlm.eval.answers import format_reward, reward_answer
-    correct = [reward_answer(t, questions[i // group_size]["gold"], questions[i // group_size]["kind"])
+def score(texts, questions, group_size, cut=None):
+    """(correct (B, G), format (B, G), truncated (B, G)) rewards and flags, 1.0/0.0 each, from
+    mathlm.eval.answers. cut[i]: completion i ran to max_new_tokens (no <|eos|>, no next "Q:"). Cut
+    before it declared an answer (#### or \\boxed{}), it is truncated and earns 0: what it ended on is a
+    guess, and paying it teaches the policy to babble common numbers."""
+    from mathlm.eval.answers import format_reward, has_final_answer, reward_answer
+    truncated = [bool(cut and cut[i]) and not has_final_answer(t) for i, t in enumerate(texts)]
+    correct = [0.0 if truncated[i] else reward_answer(t, questions[i // group_size]["gold"],
+                                                      questions[i // group_size]["kind"])
                for i, t in enumerate(texts)]
     fmt = [format_reward(t) for t in texts]
     B = len(questions)
     return (torch.tensor(correct, dtype=torch.float).view(B, group_size),
-            torch.tensor(fmt, dtype=torch.float).view(B, group_size))
+            torch.tensor(fmt, dtype=torch.float).view(B, group_size),
+            torch.tensor(truncated, dtype=torch.float).view(B, group_size))
 
 
 def pack(prompts, completions, pad_id, multiple=1):
@@ -555,7 +552,8 @@ def main(argv=None):
                      seed=cfg.seed + 7919 * step + dist.rank, device=device, dtype=dtype)
         t_gen = time.time() - t0
         raw_model.train()
-        correct, fmt = score(ro["texts"], questions, G)
+        cut = [len(c) >= cfg.max_new_tokens and tok.eos_id not in c for c in ro["completions"]]
+        correct, fmt, truncated = score(ro["texts"], questions, G, cut)
         reward = correct + cfg.format_reward_weight * fmt if cfg.format_reward_weight > 0 else correct
         adv, zero = group_advantages(reward, cfg.scale_rewards)
 
@@ -584,6 +582,7 @@ def main(argv=None):
             row = {"step": step, "reward": dist.mean(reward.mean()), "pass@1": dist.mean(correct.mean()),
                    "pass@G": dist.mean((correct.max(1).values > 0).float().mean()),
                    "format": dist.mean(fmt.mean()), "zero_signal": dist.mean(zero.float().mean()),
+                   "truncated": dist.mean(truncated.sum()) * dist.world,  # completions cut before an answer
                    "kl": dist.mean(stats["kl"]) * dist.world / max(n_tok_all, 1),
                    "len": dist.mean(sum(lens) / len(lens)), "loss": dist.mean(stats["loss"]) * dist.world,
                    "clip_frac": dist.mean(stats["clip_frac"]) * dist.world / max(n_tok_all, 1),
@@ -595,7 +594,8 @@ def main(argv=None):
                 kl = "-" if row["kl"] != row["kl"] else f"{row['kl']:.4f}"  # nan (no reference pass) prints as -
                 line = (f"step {step:05d}/{cfg.max_steps:05d} ({100 * step / cfg.max_steps:.1f}%)"
                         f" | reward {row['reward']:.3f} | pass@1 {row['pass@1']:.3f} | pass@{G} {row['pass@G']:.3f}"
-                        f" | format {row['format']:.2f} | zero_signal {row['zero_signal']:.2f} | kl {kl}"
+                        f" | format {row['format']:.2f} | zero_signal {row['zero_signal']:.2f}"
+                        f" | truncated {row['truncated']:.0f} | kl {kl}"
                         f" | len {row['len']:.1f} | lr {lr:.1e}"
                         f" | dt {dt:.1f}s | tok/s {row['tok_s']:,.0f} | eta {eta / 60:.1f}m"
                         + (" | skipped: every group zero-signal" if skipped else ""))
