@@ -18,7 +18,7 @@ import torch
 from mathlm.eval import gsm8k as gsm8k_eval
 from mathlm.eval import harness
 from mathlm.eval import math as math_eval
-from mathlm.eval.answers import extract_number, numbers_equal
+from mathlm.eval.answers import extract_number, gold_answer, numbers_equal
 from mathlm.eval.stats import mcnemar_exact, pass_at_k, wilson_interval
 from mathlm.format import encode_qa, qa_prompt
 from mathlm.model.gpt import GPT, GPTConfig
@@ -181,8 +181,9 @@ def test_gsm8k_end_to_end_on_20_real_problems(work, tmp_path, capsys):
     assert js["n"] == len(rows) == 20
     for r in rows:
         assert set(r) >= {"question", "completion", "extracted", "gold", "correct"}
-        assert r["extracted"] == extract_number(r["completion"])
+        assert r["extracted"] == extract_number(r["completion"], "strict")  # accuracy is strict (#12)
         assert r["correct"] == (r["extracted"] is not None and numbers_equal(r["extracted"], r["gold"]))
+        assert r["extracted_flexible"] == extract_number(r["completion"], "flexible")
     k = sum(r["correct"] for r in rows)
     assert js["correct"] == k and js["accuracy"] == k / 20
     assert js["ci95"] == list(wilson_interval(k, 20))
@@ -223,10 +224,14 @@ def test_gsm8k_scoring_planted(work, tmp_path, monkeypatch):
     js = gsm8k_eval.main(["--checkpoint", str(work / "A.pt"), "--tokenizer", str(work / "math_tokenizer"),
                           "--source", GSM8K_TEST, "--n", "20", "--out", out] + FAST)
     rows = read_jsonl(out + ".jsonl")
-    assert [r["correct"] for r in rows] == [i % 3 != 2 for i in range(20)]
-    assert js["correct"] == 14 and js["accuracy"] == 14 / 20
-    assert js["ci95"] == list(wilson_interval(14, 20))
-    assert all(numbers_equal(r["extracted"], r["gold"]) == r["correct"] for r in rows)
+    # strict (#12): only the "####" answers (i % 3 == 0) count; flexible adds the last-number ones
+    assert [r["correct"] for r in rows] == [i % 3 == 0 for i in range(20)]
+    assert [r["correct_flexible"] for r in rows] == [i % 3 != 2 for i in range(20)]
+    assert js["correct"] == 7 and js["accuracy"] == 7 / 20 and js["flexible"] == 14 / 20
+    assert js["ci95"] == list(wilson_interval(7, 20)) and js["flexible_ci95"] == list(wilson_interval(14, 20))
+    assert all((r["extracted"] is not None and numbers_equal(r["extracted"], r["gold"])) == r["correct"] for r in rows)
+    golds = [r["gold"] for r in rows]
+    assert js["majority_baseline"] == golds.count(js["majority_answer"]) / 20
 
 
 def test_gsm8k_samples_real_model(work, tmp_path):
@@ -321,7 +326,7 @@ def test_math_compare_planted(work, tmp_path, monkeypatch):
     golds = {}
     for d in ("gsm8k", "calculus"):
         for r in harness.read_rows(str(work / math_eval.DOMAINS[d])):
-            golds[r["question"]] = math_eval.gold_and_kind(d, r)[0]
+            golds[r["question"]] = gold_answer(r)[0]
     sums = {}
     for side in ("A", "B"):
         sums[round(torch.load(work / f"{side}.pt", weights_only=True)["model"]["lm_head.weight"].sum().item(), 3)] = side
@@ -355,11 +360,59 @@ def test_math_samples_keys(work, tmp_path):
     assert s["maj@3"] == sum(r["majority_correct"] for r in rows) / len(rows)
 
 
-def test_math_gold_from_each_schema():
-    assert math_eval.gold_and_kind("gsm8k", {"answer": "3 + 4 = 7\n#### 7"}) == ("7", "number")
-    assert math_eval.gold_and_kind("math", {"answer": "So $x = \\boxed{\\frac{1}{2}}$."}) == ("\\frac{1}{2}", "expr")
-    assert math_eval.gold_and_kind("math", {"answer": "no boxed answer", "final": None}) == (None, "expr")
-    assert math_eval.gold_and_kind("calculus", {"answer": "#### 2*x", "final": "2*x", "kind": "expr"}) == ("2*x", "expr")
+@pytest.mark.parametrize("row,want", [
+    ({"answer": "3 + 4 = 7\n#### 7"}, ("7", "number")),                           # GSM8K
+    ({"answer": "#### 1,234"}, ("1234", "number")),                               # canonical number
+    ({"answer": "so\n#### 5", "final": "5"}, ("5", "number")),                    # download_gsm8k's rows
+    ({"answer": "So $x = \\boxed{\\frac{1}{2}}$."}, ("\\frac{1}{2}", "expr")),    # MATH
+    ({"answer": "So $\\boxed 5$.", "level": "Level 1"}, ("5", "expr")),            # \boxed 5
+    ({"answer": "no boxed answer", "final": None}, (None, "expr")),               # no gold: left out
+    ({"answer": "#### 2*x", "final": "2*x", "kind": "expr"}, ("2*x", "expr")),    # synthetic
+    ({"answer": "x", "final": "3*x^2"}, ("3*x^2", "expr")),
+    ({"answer": "68"}, ("68", "number")),                                          # a bare number
+])
+def test_gold_answer_from_each_schema(row, want):
+    assert gold_answer(row) == want
+
+
+def test_math_summary_has_flexible_topics_and_majority_baseline(work, tmp_path, monkeypatch):
+    """Calculus rows carry a topic: per-topic summaries and topic in each record; every domain has the
+    most-common-answer baseline; the planted completions answer right without "####" on odd rows, so
+    strict and flexible differ."""
+    from mathlm.data.generate_calculus import generate
+    tok = MathTokenizer.load(str(work / "math_tokenizer"))
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copy(work / "gsm8k_test.jsonl", data / "gsm8k_test.jsonl")
+    for name, n, seed in (("calculus_test.jsonl", 16, 1), ("calculus.jsonl", 40, 2)):  # generated rows carry a topic
+        (data / name).write_text("".join(json.dumps(r) + "\n" for r in generate(n, seed)))
+    golds = {r["question"]: gold_answer(r)[0] for d in ("gsm8k", "calculus")
+             for r in harness.read_rows(str(data / math_eval.DOMAINS[d]))}
+
+    def fake_complete(model, tok_, prompts, max_new_tokens, batch_size, num_samples=1, progress=None, **kw):
+        if progress is not None:
+            progress.update(len(prompts))
+        return [f"#### {golds[question_of(tok, p)]}" if i % 2 == 0 else f"The answer is {golds[question_of(tok, p)]}."
+                for i, p in enumerate(prompts)]
+
+    monkeypatch.setattr(math_eval, "complete", fake_complete)
+    js = math_eval.main(["--checkpoint", str(work / "A.pt"), "--tokenizer", str(work / "math_tokenizer"),
+                         "--data_dir", str(data), "--n", "16", "--out", str(tmp_path / "m")] + FAST)
+    rows = read_jsonl(tmp_path / "m.jsonl")
+    assert js["domains"]["calculus"]["majority_from"] == "calculus.jsonl"  # the train file, not the test set
+    assert js["domains"]["gsm8k"]["majority_from"] == "gsm8k_test.jsonl"  # no gsm8k.jsonl here
+    for d, s in js["domains"].items():
+        recs = [r for r in rows if r["domain"] == d]
+        assert {"domain", "index", "correct", "correct_flexible"} <= set(recs[0])
+        assert s["correct"] == sum(i % 2 == 0 for i in range(len(recs)))  # strict: the #### rows
+        assert s["flexible"] == 1.0                                       # flexible: all of them
+        assert 0 <= s["majority_baseline"] <= 1 and s["majority_answer"] is not None
+    cal = js["domains"]["calculus"]
+    recs = [r for r in rows if r["domain"] == "calculus"]
+    assert all("topic" in r for r in recs)
+    assert sum(t["n"] for t in cal["topics"].values()) == cal["n"]
+    for t, ts in cal["topics"].items():
+        check_domain_summary(ts, [r for r in recs if r["topic"] == t])
 
 
 # -----------------------------------------------------------------------------

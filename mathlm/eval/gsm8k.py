@@ -7,15 +7,19 @@
 Reads: --checkpoint, --tokenizer, the test set: --source (jsonl in the GSM8K schema,
 question/answer "... #### N"), else gsm8k_test.jsonl here (written by download_gsm8k), else
 the hub (openai/gsm8k, main, test).
-Writes: <out>.jsonl (one row per problem: question, completion, extracted, gold, correct, and
-the samples when asked) and <out>.json (the summary: accuracy with a 95% Wilson interval,
-n, shots, decoding settings, maj@k / pass@k).
+Writes: <out>.jsonl (one row per problem: question, completion, extracted, gold, correct,
+extracted_flexible, correct_flexible, and the samples when asked) and <out>.json (the summary:
+accuracy with a 95% Wilson interval, flexible and flexible_ci95, majority_baseline and
+majority_answer, n, shots, decoding settings, maj@k / pass@k).
 
 The prompt: SHOTS (two fixed GSM8K train examples, below) in the canonical Q/A format, each
 closed by <|eos|> as every example is in the training streams (format.encode_qa), then
 "Q: {question}\\nA:". When the prompt plus max_new_tokens does not fit the model's context
 (the tiny preset's 256 tokens), shots are dropped, and the summary says how many were used.
-Extraction: the number after #### when present, else the last number (mathlm/eval/answers.py).
+Extraction (mathlm/eval/answers.py): accuracy is strict, the number on the #### line (or in a
+\\boxed{}) only, as lm-eval-harness's strict match; flexible also takes "the answer is N", a bare
+answer and the last number. majority_baseline: the accuracy of always answering the most common
+gold of these test rows, the floor a model must clear to be doing more than guessing.
 """
 import json
 import os
@@ -25,7 +29,7 @@ from dataclasses import dataclass
 from tqdm import tqdm
 
 from mathlm.common import atomic_write, atomic_write_json, die, parse_config, pick_device
-from mathlm.eval.answers import extract_number, majority_key, normalize_number, numbers_equal
+from mathlm.eval.answers import extract_number, gold_answer, majority_key, numbers_equal
 from mathlm.eval.harness import complete, load_for_eval, read_rows, subset, wilson_str
 from mathlm.format import encode_qa, qa_prompt
 
@@ -77,12 +81,6 @@ def load_test(source):
             "— pass --source path/to/test.jsonl")
 
 
-def gold_of(row):
-    if row.get("final") is not None:
-        return normalize_number(str(row["final"]))
-    return extract_number(row.get("answer", ""))  # None (no gold): the row counts as wrong
-
-
 def build_prompt(question, shots, block_size, max_new_tokens, tok):
     """Few-shot prompt as token ids, and the number of shots used: shots are dropped until the
     prompt plus room for an answer (max_new_tokens, at most 64) fits the context."""
@@ -126,16 +124,19 @@ def main(argv=None):
             samples = [s if isinstance(s, list) else [s] for s in samples]
     dt = time.time() - t0
 
-    out_rows, correct, maj_ok, sample_flags = [], 0, 0, []
+    out_rows, correct, correct_flex, maj_ok, sample_flags = [], 0, 0, 0, []
     for i, (row, comp) in enumerate(zip(rows, greedy)):
-        gold = gold_of(row)
-        pred = extract_number(comp)
+        gold = gold_answer(row)[0]  # None (no gold): the row counts as wrong
+        pred, flex = extract_number(comp, "strict"), extract_number(comp, "flexible")
         ok = pred is not None and gold is not None and numbers_equal(pred, gold)
+        ok_flex = flex is not None and gold is not None and numbers_equal(flex, gold)
         correct += ok
+        correct_flex += ok_flex
         rec = {"question": row["question"], "completion": comp, "extracted": pred, "gold": gold,
-               "correct": bool(ok), "shots": used[i]}
+               "correct": bool(ok), "extracted_flexible": flex, "correct_flexible": bool(ok_flex),
+               "shots": used[i]}
         if samples is not None:
-            preds = [extract_number(s) for s in samples[i]]
+            preds = [extract_number(s, "strict") for s in samples[i]]
             flags = [p is not None and gold is not None and numbers_equal(p, gold) for p in preds]
             keys = [majority_key(p) for p in preds if p is not None]
             vote = max(keys, key=keys.count) if keys else None  # ties: the first seen
@@ -145,11 +146,16 @@ def main(argv=None):
             rec.update(samples=samples[i], sample_correct=flags, majority=vote, majority_correct=bool(maj))
         out_rows.append(rec)
 
-    from mathlm.eval.stats import wilson_interval
+    from mathlm.eval.stats import majority_vote, wilson_interval
     n = len(rows)
     lo, hi = wilson_interval(correct, n)
+    golds = [r["gold"] for r in out_rows]
+    common = majority_vote(golds)
     summary = {"task": "gsm8k", "checkpoint": cfg.checkpoint, "n": n, "correct": correct,
-               "accuracy": correct / n, "ci95": [lo, hi], "shots": cfg.shots,
+               "accuracy": correct / n, "ci95": [lo, hi], "flexible": correct_flex / n,
+               "flexible_ci95": list(wilson_interval(correct_flex, n)),
+               "majority_baseline": sum(g is not None and numbers_equal(g, common) for g in golds) / n,
+               "majority_answer": common, "shots": cfg.shots,
                "shots_used_min": min(used), "decoding": "greedy", "max_new_tokens": cfg.max_new_tokens,
                "batch_size": cfg.batch_size, "seconds": dt, "seconds_greedy": dt_greedy,
                "problems_per_s": n / dt_greedy if dt_greedy > 0 else None}
@@ -160,7 +166,9 @@ def main(argv=None):
     atomic_write(cfg.out + ".jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in out_rows))
     atomic_write_json(cfg.out + ".json", summary)
     extra = "".join(f" | {k} {100 * v:.1f}%" for k, v in summary.items() if k.startswith(("maj@", "pass@")))
-    print(f"gsm8k | {cfg.checkpoint} | accuracy {wilson_str(correct, n)} ({correct}/{n}){extra} | {dt:.1f}s")
+    print(f"gsm8k | {cfg.checkpoint} | accuracy {wilson_str(correct, n)} ({correct}/{n})"
+          f" | flexible {100 * correct_flex / n:.1f}% | majority {100 * summary['majority_baseline']:.1f}%{extra}"
+          f" | {dt:.1f}s")
     print(f"wrote {cfg.out}.jsonl and {cfg.out}.json")
     return summary
 

@@ -7,10 +7,19 @@
 Reads: --checkpoint (or the two --compare checkpoints), --tokenizer, and the held-out test
 files here (or --data_dir): gsm8k_test.jsonl, calculus_test.jsonl, ml_math_test.jsonl,
 math_test.jsonl. A missing file is named and its domain skipped; none at all is an error.
-Writes: <out>.json (per-domain n, correct, accuracy, 95% Wilson interval; with --compare
-both sides, the delta and an exact McNemar p-value on the paired outcomes) and <out>.jsonl
-(one row per problem and checkpoint: domain, index in the domain's subset, question, completion,
-extracted, gold, kind, correct; with --compare also side "A"/"B", so rows pair by domain + index).
+Writes: <out>.json (per domain: n, correct, accuracy, 95% Wilson interval, flexible and
+flexible_ci95, topics {topic: n, correct, accuracy, ci95} when rows carry a topic, and
+majority_baseline / majority_answer / majority_from; with --compare both sides, the delta and an
+exact McNemar p-value on the paired outcomes) and <out>.jsonl (one row per problem and
+checkpoint: domain, index in the domain's subset, question, completion, extracted, gold, kind,
+correct, correct_flexible, topic and level when the row has them; with --compare also side
+"A"/"B", so rows pair by domain + index).
+
+accuracy is strict: only the declared answer (the "####" line, else \\boxed{}) counts, as in
+lm-eval-harness's strict match; flexible adds the fallbacks ("the answer is N", a bare answer, the
+last number) — a gap between them is answers the model did not declare. majority_baseline is the
+accuracy of always answering the domain's most common gold (of its train file <domain>.jsonl when
+it is here, else of the test rows): a gain has to clear it to be more than guessing.
 
 Each problem is asked zero-shot in the canonical format ("Q: ...\\nA:"), decoded greedily
 with the KV cache in batches, and checked by the same functions GRPO rewards with
@@ -27,14 +36,15 @@ from dataclasses import dataclass, field
 from tqdm import tqdm
 
 from mathlm.common import atomic_write, atomic_write_json, die, parse_config, pick_device
-from mathlm.eval.answers import (REWARD_KINDS, answers_match, extract_boxed, extract_final,
-                                 extract_number, majority_key, reward_answer)
+from mathlm.eval.answers import (REWARD_KINDS, answers_match, extract_answer, extract_number, gold_answer,
+                                 majority_key, reward_answer)
 from mathlm.eval.harness import complete, load_for_eval, read_rows, subset
-from mathlm.eval.stats import mcnemar_exact, pass_at_k, wilson_interval
+from mathlm.eval.stats import majority_vote, mcnemar_exact, pass_at_k, wilson_interval
 from mathlm.format import qa_prompt
 
 DOMAINS = {"gsm8k": "gsm8k_test.jsonl", "calculus": "calculus_test.jsonl",
            "ml_math": "ml_math_test.jsonl", "math": "math_test.jsonl"}
+TRAIN_FILES = {d: f.replace("_test", "") for d, f in DOMAINS.items()}  # for the majority baseline
 
 
 @dataclass
@@ -57,29 +67,29 @@ class Config:
 PRESETS = {"tiny": dict(n=100, max_new_tokens=128), "smoke": dict(n=10, max_new_tokens=32)}
 
 
-def gold_and_kind(domain, row):
-    """(gold answer string or None, kind). None: the row states no answer (a MATH solution that boxes
-    nothing); such rows are left out of the test set."""
-    kind = row.get("kind") or ("number" if domain == "gsm8k" else "expr")
-    gold = row.get("final")
-    answer = str(row.get("answer") or "")
-    if gold is None and "####" in answer:  # a GSM8K-schema row: the gold follows ####
-        gold = answer.rsplit("####", 1)[-1].strip()
-    elif gold is None:  # a MATH-schema row: the last \boxed{} of the solution
-        gold = extract_boxed(answer)
-    return (None if gold is None or not str(gold).strip() else str(gold)), kind
+def extract(completion, kind, mode="strict"):
+    """What the checker reads: a number for "number", else the answer string (answers.extract_answer)."""
+    return extract_number(completion, mode) if kind == "number" else extract_answer(completion, mode)
 
 
-def extract(completion, kind):
-    """What the checker reads: a number (the #### one, else the last) for "number", else the final line."""
-    return extract_number(completion) if kind == "number" else extract_final(completion)
-
-
-def is_correct(completion, gold, kind):
+def is_correct(completion, gold, kind, mode="strict"):
     if kind in REWARD_KINDS:
-        return reward_answer(completion, gold, kind) == 1.0
-    pred = extract_final(completion)  # e.g. "text": shapes like "(32, 128)" compare as normalised text
+        return reward_answer(completion, gold, kind, mode) == 1.0
+    pred = extract_answer(completion, mode)  # a kind GRPO refuses: compared as answers_match compares strings
     return pred is not None and answers_match(pred, gold)
+
+
+def majority_baseline(domain, rows, data_dir):
+    """The accuracy on `rows` of always answering the domain's most common gold, with that answer and
+    where it came from: the train file when it is in data_dir (no peeking at the test set), else `rows`."""
+    path = os.path.join(data_dir, TRAIN_FILES[domain])
+    source = read_rows(path) if os.path.exists(path) else rows
+    answer = majority_vote([gold_answer(r)[0] for r in source])
+    if answer is None:
+        return {"majority_baseline": 0.0, "majority_answer": None, "majority_from": None}
+    hits = sum(is_correct(f"#### {answer}", *gold_answer(r)) for r in rows)
+    return {"majority_baseline": hits / len(rows), "majority_answer": answer,
+            "majority_from": TRAIN_FILES[domain] if source is not rows else DOMAINS[domain]}
 
 
 def load_domains(cfg):
@@ -94,7 +104,7 @@ def load_domains(cfg):
             print(f"domain {d}: {path} not found, skipped")
             continue
         rows = read_rows(path)
-        usable = [r for r in rows if gold_and_kind(d, r)[0] is not None]
+        usable = [r for r in rows if gold_answer(r)[0] is not None]
         if len(usable) < len(rows):
             print(f"domain {d}: {len(rows) - len(usable)} row(s) without a gold answer left out")
         rows = subset(usable, cfg.n, cfg.seed)
@@ -123,10 +133,12 @@ def evaluate(checkpoint, cfg, domains, device):
                 sampled = [s if isinstance(s, list) else [s] for s in sampled]
             recs = []
             for i, (row, comp) in enumerate(zip(rows, greedy)):
-                gold, kind = gold_and_kind(d, row)
+                gold, kind = gold_answer(row)
                 rec = {"domain": d, "index": i, "checkpoint": checkpoint, "question": row["question"],
                        "completion": comp, "extracted": extract(comp, kind), "gold": gold, "kind": kind,
-                       "correct": is_correct(comp, gold, kind)}
+                       "correct": is_correct(comp, gold, kind),
+                       "correct_flexible": is_correct(comp, gold, kind, "flexible")}
+                rec.update({k: row[k] for k in ("topic", "level") if row.get(k) is not None})
                 if sampled is not None:
                     flags = [is_correct(s, gold, kind) for s in sampled[i]]
                     keys = [majority_key(extract(s, kind)) for s in sampled[i]]
@@ -139,11 +151,19 @@ def evaluate(checkpoint, cfg, domains, device):
     return results
 
 
+def _accuracy(recs, key="correct"):
+    n, c = len(recs), sum(r[key] for r in recs)
+    return {"n": n, "correct": c, "accuracy": c / n if n else 0.0, "ci95": list(wilson_interval(c, n))}
+
+
 def summarize(recs, k=0):
-    n = len(recs)
-    c = sum(r["correct"] for r in recs)
-    lo, hi = wilson_interval(c, n)
-    s = {"n": n, "correct": c, "accuracy": c / n if n else 0.0, "ci95": [lo, hi]}
+    s = _accuracy(recs)
+    n = s["n"]
+    flexible = _accuracy(recs, "correct_flexible")
+    s.update(flexible=flexible["accuracy"], flexible_ci95=flexible["ci95"])
+    topics = sorted({r["topic"] for r in recs if "topic" in r})
+    if topics:
+        s["topics"] = {t: _accuracy([r for r in recs if r.get("topic") == t]) for t in topics}
     if k:
         s[f"maj@{k}"] = sum(r["majority_correct"] for r in recs) / n
         s[f"pass@{k}"] = sum(pass_at_k(len(r["sample_correct"]), sum(r["sample_correct"]), k) for r in recs) / n
@@ -169,12 +189,14 @@ def main(argv=None):
     summary = {"task": "math", "checkpoints": ckpts, "seconds": time.time() - t0, "n_per_domain": cfg.n,
                "domains": {}}
     if len(runs) == 1:
-        print(f"{'domain':<10} {'n':>5}  accuracy [95% CI]")
+        print(f"{'domain':<10} {'n':>5}  strict [95% CI]     flexible  majority")
         for d, recs in runs[0].items():
             s = summarize(recs, cfg.samples)
+            s.update(majority_baseline(d, domains[d], cfg.data_dir))
             summary["domains"][d] = s
             extra = "".join(f"  {k} {100 * v:.1f}%" for k, v in s.items() if k.startswith(("maj@", "pass@")))
-            print(f"{d:<10} {s['n']:>5}  {pct(s)}{extra}")
+            print(f"{d:<10} {s['n']:>5}  {pct(s)}  {100 * s['flexible']:6.1f}%  {100 * s['majority_baseline']:6.1f}%"
+                  f"{extra}")
     else:
         a_name, b_name = (os.path.basename(c) for c in ckpts)
         print(f"{'domain':<10} {'n':>5}  {'A: ' + a_name:<28} {'B: ' + b_name:<28} {'Δ (B−A)':>8}  McNemar p")
@@ -185,7 +207,8 @@ def main(argv=None):
             c = sum(y["correct"] and not x["correct"] for x, y in zip(ra, rb))  # B right, A wrong
             p = mcnemar_exact(b, c)
             delta = sb["accuracy"] - sa["accuracy"]
-            summary["domains"][d] = {"A": sa, "B": sb, "delta": delta, "a_only": b, "b_only": c, "p_value": p}
+            summary["domains"][d] = {"A": sa, "B": sb, "delta": delta, "a_only": b, "b_only": c, "p_value": p,
+                                     **majority_baseline(d, domains[d], cfg.data_dir)}
             print(f"{d:<10} {sa['n']:>5}  {pct(sa):<28} {pct(sb):<28} {100 * delta:>+7.1f}%  {p:.3g}")
     rows = [dict(r, side="AB"[j]) if len(runs) == 2 else r
             for j, run in enumerate(runs) for recs in run.values() for r in recs]
