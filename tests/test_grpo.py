@@ -309,9 +309,9 @@ def coin_rewards(monkeypatch):
     import zlib
     from mathlm.train import grpo
 
-    def fake_score(texts, questions, group_size):
+    def fake_score(texts, questions, group_size, cut=None):
         r = torch.tensor([float(zlib.crc32(t.encode()) % 2) for t in texts]).view(len(questions), group_size)
-        return r, torch.zeros_like(r)
+        return r, torch.zeros_like(r), torch.zeros_like(r)  # (correct, format, truncated)
     monkeypatch.setattr(grpo, "score", fake_score)
 
 
