@@ -36,13 +36,14 @@ a completion cut at max_new_tokens before it declared an answer (has_final_answe
 import re
 
 from mathlm.eval.equiv import answers_match, canonical_number, exprs_equivalent, read_number
-from mathlm.eval.extract import (_canonical, answer_phrase, answer_text, extract_boxed, extract_final, first_number,
+from mathlm.eval.extract import (canonical, answer_phrase, answer_text, extract_boxed, extract_final, first_number,
                                  last_number, normalize_number, numbers_equal)
 from mathlm.eval.safe_math import parse_math
 
-__all__ = ["MODES", "REWARD_KINDS", "answer_phrase", "answers_match", "exprs_equivalent", "extract_boxed", "extract_final",
-           "extract_answer", "extract_number", "format_reward", "gold_answer", "has_final_answer", "majority_key", "normalize_number",
-           "numbers_equal", "parse_math", "read_number", "reward_answer", "reward_numeric", "reward_symbolic"]
+__all__ = ["MODES", "REWARD_KINDS", "answer_phrase", "answers_match", "exprs_equivalent", "extract_answer",
+           "extract_boxed", "extract_final", "extract_number", "format_reward", "gold_answer", "has_final_answer",
+           "majority_key", "normalize_number", "numbers_equal", "parse_math", "read_number", "reward_answer",
+           "reward_numeric", "reward_symbolic"]
 
 REWARD_KINDS = ("number", "expr", "antiderivative", "text")
 
@@ -122,7 +123,7 @@ def extract_number(text, mode="stated"):
             f = None if phrase is None else first_number(phrase)
             if f is None:
                 f = last_number(text)
-    return None if f is None else _canonical(f)
+    return None if f is None else canonical(f)
 
 
 def has_final_answer(text):

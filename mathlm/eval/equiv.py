@@ -15,10 +15,11 @@ value, with at least 6 such points: a relative tolerance against the gold, with 
 scale as the absolute floor — never the pred's size, so a huge pred cannot widen it. Values are
 principal-branch complex numbers (√(x−3) is compared for x < 3 too); a point where the gold is not
 real but the pred is, is skipped: the pred must match the gold wherever the gold is real, but need
-not share its branch convention elsewhere (∛(x²) for x^{2/3}, ln(x²) for 2 ln x). An antiderivative (up_to_constant) is compared through its partial
-derivatives, central differences at each point, by the same test, so any added constant — 10^{40},
-e^{99}, a different one on each side of a pole, the iπ between ln x and ln|x| — cancels and cannot
-dominate; two constants are still compared as values. Every nonzero value inside the pred and the
+not share its branch convention elsewhere (∛(x²) for x^{2/3}, ln(x²) for 2 ln x). An
+antiderivative (up_to_constant) is compared through its partial derivatives, central differences
+at each point, by the same test, so any added constant — 10^{40}, e^{99}, a different one on each
+side of a pole, the iπ between ln x and ln|x| — cancels and cannot dominate; two constants are
+still compared as values. Every nonzero value inside the pred and the
 gold must lie within [1e-30, 1e30] in magnitude (safe_math's window): 10^{40}, e^{-100} and
 tan(π/2) are not answers, and no admissible constant is small enough to hide under the 1e-40
 tolerance, which is also tighter than any 30-digit literal (MAX_DIGITS) can approximate π.
@@ -33,7 +34,7 @@ import re
 import time
 from fractions import Fraction
 
-from mathlm.eval.extract import _canonical, numbers_equal, plain_number
+from mathlm.eval.extract import canonical, numbers_equal, plain_number
 from mathlm.eval.safe_math import Invalid, evaluate, exact_value, mp_context, parse_math
 
 TOL = 1e-40                 # relative to the gold, floor 1 (its unit scale); 100-digit arithmetic leaves ~1e-60
@@ -181,4 +182,4 @@ def answers_match(pred, gold, up_to_constant=False):
 def canonical_number(s):
     """read_number's value as normalize_number's canonical string, or None."""
     f = read_number(s)
-    return None if f is None else _canonical(f)
+    return None if f is None else canonical(f)

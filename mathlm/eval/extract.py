@@ -151,7 +151,7 @@ def _words_number(s):
     return Fraction(total + current) if seen else None
 
 
-def _canonical(f):
+def canonical(f):
     """Fraction → "12", "-0.75", "1/3": one string per value."""
     if f.denominator == 1:
         return str(f.numerator)
@@ -175,7 +175,7 @@ def normalize_number(s):
         f = _to_fraction(s)
     except (ValueError, ZeroDivisionError):
         return None
-    return None if f is None else _canonical(f)
+    return None if f is None else canonical(f)
 
 
 def numbers_equal(a, b):
