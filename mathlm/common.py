@@ -208,7 +208,7 @@ def pick_dtype(device, dtype="auto", verbose=True):
         if device_type == "cuda" and torch.cuda.is_bf16_supported():
             out, why = torch.bfloat16, "cuda supports bf16"
         elif native:
-            # the tiny preset's training step: 1.4x the fp32 tokens/s here (docs/BENCHMARKS.md, bf16 on CPU)
+            # the tiny preset's training step: 1.31x the fp32 tokens/s here (docs/BENCHMARKS.md, bf16 on CPU)
             out, why = torch.bfloat16, f"cpu has native bf16: {native}"
         elif device_type in ("cuda", "cpu"):
             out, why = torch.float32, f"bf16 → fp32: {device_type} without native bf16"
