@@ -5,7 +5,7 @@ takes, and the only way to test it on a CPU-only machine.
 
 fp32 throughout (`--dtype fp32`), so the only difference is inductor's fusion and reduction order:
 measured here, losses and grad norms agree to ~2e-7 relative after 4 steps; the tolerance is rtol 1e-4.
-The whole file takes ~75 s on 2 shared cores from a cold inductor cache (~50 s warm)."""
+The whole file takes 45-75 s on 2 shared cores from a cold inductor cache (~15 s warm)."""
 import json
 import os
 
@@ -101,5 +101,7 @@ def test_compiled_training_matches_eager(chain, stage):
     if stage != "grpo":  # GRPO's surrogate is ~0 by construction (ratio 1, zero-mean advantages): its signal is the gradient
         torch.testing.assert_close(torch.tensor(loss_c), torch.tensor(loss_e), **close)
     torch.testing.assert_close(torch.tensor(gn_c), torch.tensor(gn_e), **close)
+    # Adam steps every element by ~lr whatever its gradient's size, so an element whose gradient is ~0
+    # can move by float noise times lr/eps: the weights get an absolute bound, below one GRPO step (lr 1e-4)
     for k in w_e:
-        torch.testing.assert_close(w_c[k], w_e[k], **close)
+        torch.testing.assert_close(w_c[k], w_e[k], rtol=RTOL, atol=5e-5)
