@@ -48,9 +48,15 @@ class Config:
     out_dir: str = "."              # where calculus.jsonl, calculus_test.jsonl (and .bin) go
     text_only: bool = False         # write the jsonl only; no tokenizer needed
     tokenizer: str = "math_tokenizer"  # tokenizer folder (not needed with --text_only)
+    levels: str = "1,2,3"           # difficulty levels to draw from (1 = the ladder's first rung, 3 = the full mix)
+    casual: float = 0.3             # fraction of questions phrased as people type them (3x^2, d/dx, e^x)
+    corpus: int = 0                 # worked examples written as prose to calculus_corpus.txt (pretraining text)
+    n_typed_test: int = 0           # held-out questions in phrasings never trained on → calculus_typed_test.jsonl
+    workers: int = 0                # generator processes; 0 = one per CPU
 
 
-PRESETS = {"tiny": dict(n=2000, n_test=200)}
+# tiny: the first two levels only (what a 3M model learns in minutes), a 1,000-problem test set
+PRESETS = {"tiny": dict(n=16000, n_test=1000, n_typed_test=300, corpus=16000, levels="1,2")}
 NAME = "calculus"
 TOPICS = ["power_rule", "chain_rule", "product_rule", "quotient_rule", "trig", "exp_log",
           "indefinite_integral", "definite_integral"]
@@ -173,6 +179,21 @@ def sub_name(v):
     return "w" if str(v) == "u" else "u"
 
 
+def join_terms(terms):
+    """Printed terms in the order given, with their signs: ['3*x^2', '-2*x', '0', '5'] → '3*x^2 - 2*x + 5'.
+    The model writes terms in the order the question and the worked lines give them, so the final
+    answer keeps that order instead of sympy's canonical one (which reorders sums of functions)."""
+    out = ""
+    for t in terms:
+        if t == "0":
+            continue
+        if not out:
+            out = t
+        else:
+            out += f" - {t[1:]}" if t.startswith("-") else f" + {t}"
+    return out or "0"
+
+
 def term_lines(atoms, v):
     """'d/dx(3*x^4) = 12*x^3, d/dx(5) = 0' for a term-by-term solution."""
     return ", ".join(f"d/d{v}({fmt(e)}) = {fmt(d)}" for e, d, _ in atoms)
@@ -187,8 +208,18 @@ def poly_atoms(rng, v, n_terms, max_deg=5, allow_neg=False):
     return [atom("pow", nz(rng, -9, 9), d, v) for d in degs]
 
 
+def terms_e(atoms):
+    return join_terms([fmt(t[0]) for t in atoms])
+
+
+def terms_d(atoms):
+    return join_terms([fmt(t[1]) for t in atoms])
+
+
 # -----------------------------------------------------------------------------
-# question phrasings (≥ 3 per topic; the expression always appears verbatim)
+# question phrasings. Formal ones write the expression in the answer syntax, verbatim; casual
+# ones write it the way people type (3x^2 + 2x, e^(2x), no `*`). TYPED_* phrasings are never
+# used for training: they make the held-out "typed" test set (calculus_typed_test.jsonl).
 
 DIFF_Q = [
     "Differentiate {fn}({v}) = {e}.",
@@ -213,26 +244,69 @@ DEF_Q = [
     "What is the definite integral of {fn}({v}) = {e} over [{a}, {b}]?",
     "Find the value of ∫ {pe} d{v} with lower limit {a} and upper limit {b}.",
 ]
+CASUAL_DIFF_Q = ["derivative of {e}", "derivative of {e}?", "d/d{v} {e}", "d/d{v} ({e})", "differentiate {e}",
+                 "what's the derivative of {e}?", "find the derivative of {e}", "{fn}({v}) = {e}, {fn}'({v}) = ?",
+                 "y = {e}. y'?", "how do I differentiate {e}?", "derivative of {fn}({v}) = {e}", "d/d{v}[{e}]"]
+CASUAL_INDEF_Q = ["integrate {e}", "integral of {e}", "∫ {e} d{v}", "antiderivative of {e}", "integrate {e} d{v}",
+                  "what is the integral of {e}?", "∫ ({e}) d{v} = ?", "find the integral of {e}"]
+CASUAL_DEF_Q = ["integrate {e} from {a} to {b}", "integral of {e} from {a} to {b}", "∫_{a}^{b} {e} d{v}",
+                "definite integral of {e}, {v} from {a} to {b}", "∫ {e} d{v} from {a} to {b} = ?"]
+TYPED_DIFF_Q = ["whats d/d{v} of {e}", "can you differentiate {e} for me", "derivative: {e}",
+                "take the derivative of {e}", "differentiate {e} wrt {v}", "d({e})/d{v} = ?"]
+TYPED_INDEF_Q = ["whats the antiderivative of {e}", "integrate: {e}", "compute the integral of {e} wrt {v}",
+                 "find ∫ {e} d{v} please"]
+TYPED_DEF_Q = ["evaluate the integral of {e} between {v}={a} and {v}={b}", "integrate {e} between {a} and {b}",
+               "what's ∫ {e} d{v} for {v} from {a} to {b}"]
 
 
-def diff_question(rng, e, v, rule=None):
+def casual(s, rng):
+    """Answer syntax → how people type it: 3*x^2 + 2*x → 3x^2 + 2x, exp(2*x) → e^(2x), sometimes
+    x^2 sin(x) for x^2*sin(x) and 3x^2+2x without spaces. Equal maths, other characters."""
+    s = re.sub(r"(?<![\w^])(\d+)\*(?=[a-z(])", r"\1", s)     # 3*x → 3x, 2*(x + 1) → 2(x + 1), not 2^3*x
+    if rng.random() < 0.5:
+        s = re.sub(r"exp\(([^()]*)\)", r"e^(\1)", s)          # exp(2x) → e^(2x)
+        s = s.replace("e^(x)", "e^x").replace("e^(t)", "e^t").replace("e^(u)", "e^u")
+    if rng.random() < 0.4:
+        s = re.sub(r"(?<=[a-z0-9)])\*(?=[a-z(])", " ", s)     # x^2*sin(x) → x^2 sin(x)
+    if rng.random() < 0.3:
+        s = s.replace(" + ", "+").replace(" - ", "-")
+    return s
+
+
+def phrase(rng, family, e, v, a=None, b=None, rule=None, style="formal"):
+    """A question for expression string `e` (answer syntax). family: diff | indef | def."""
     fn = rng.choice(["f", "f", "g", "h"])
-    pool = DIFF_Q + (RULE_Q if rule else [])
-    return rng.choice(pool).format(fn=fn, v=v, e=fmt(e), rule=rule)
+    if style == "formal":
+        pool = {"diff": DIFF_Q + (RULE_Q if rule else []), "indef": INDEF_Q, "def": DEF_Q}[family]
+    else:
+        pool = {("diff", "casual"): CASUAL_DIFF_Q, ("indef", "casual"): CASUAL_INDEF_Q,
+                ("def", "casual"): CASUAL_DEF_Q, ("diff", "typed"): TYPED_DIFF_Q,
+                ("indef", "typed"): TYPED_INDEF_Q, ("def", "typed"): TYPED_DEF_Q}[family, style]
+        e = casual(e, rng)
+    return rng.choice(pool).format(fn=fn, v=v, e=e, pe=paren(e), a=a, b=b, rule=rule)
+
+
+FAMILY = {"indefinite_integral": "indef", "definite_integral": "def"}
 
 
 # -----------------------------------------------------------------------------
-# derivative topics: each returns (question, answer lines, expression, claimed derivative)
+# derivative topics at three levels. Each returns (family kwargs, answer lines, expression,
+# claimed derivative, printed expression, printed final). Level 1 is the ladder's first rung
+# (polynomials; sin, cos, exp of k*x; polynomial antiderivatives), level 2 one idea more
+# (a linear inner function, a product of two simple factors, fractions), level 3 the full mix.
 
-def gen_power_rule(rng, v):
-    atoms = poly_atoms(rng, v, rng.randint(2, 4), allow_neg=True)
-    if rng.random() < 0.15:  # a root term: a*sqrt(x) → a/(2*sqrt(x))
+def gen_power_rule(rng, v, level):
+    if level == 1:
+        atoms = poly_atoms(rng, v, rng.randint(1, 3), max_deg=4)
+    else:
+        atoms = poly_atoms(rng, v, rng.randint(2, 4), allow_neg=True)
+    if level == 3 and rng.random() < 0.15:  # a root term: a*sqrt(x) → a/(2*sqrt(x))
         a = nz(rng, -6, 6)
         atoms.append((a * sp.sqrt(v), sp.Rational(a, 2) / sp.sqrt(v), None))
     e = sp.Add(*[t[0] for t in atoms])
     d = sp.Add(*[t[1] for t in atoms])
     lines = [f"Power rule d/d{v}(a*{v}^n) = n*a*{v}^(n-1), term by term: {term_lines(atoms, v)}."]
-    return diff_question(rng, e, v, "power rule"), lines, e, d
+    return dict(rule="power rule"), lines, e, d, terms_e(atoms), terms_d(atoms)
 
 
 OUTERS = ["pow", "pow", "sin", "cos", "exp", "log", "sqrt"]
@@ -255,10 +329,10 @@ def outer_fn(name, n, u):
     raise ValueError(name)
 
 
-def inner_fn(rng, v, positive, monomial_derivative=False):
+def inner_fn(rng, v, positive, monomial_derivative=False, linear=False):
     """(inner, inner') with a non-trivial inside: a*v + b, a*v^2 + b, a*v^3 + b, v^2 + b*v."""
     lo = 1 if positive else -5
-    m = rng.choice([1, 1, 2, 2, 3] + ([] if monomial_derivative else [4]))
+    m = 1 if linear else rng.choice([1, 1, 2, 2, 3] + ([] if monomial_derivative else [4]))
     if m == 4:  # v^2 + b*v (+ c)
         b, c = rng.randint(1, 5), rng.randint(1 if positive else -4, 4)
         return v ** 2 + b * v + c, 2 * v + b
@@ -267,11 +341,11 @@ def inner_fn(rng, v, positive, monomial_derivative=False):
     return a * v ** m + b, a * m * v ** (m - 1)
 
 
-def gen_chain_rule(rng, v):
-    name = rng.choice(OUTERS)
-    n = rng.randint(2, 5)
-    inner, dinner = inner_fn(rng, v, positive=name in ("log", "sqrt"))
-    c = coef(rng)
+def gen_chain_rule(rng, v, level):
+    name = rng.choice(["pow", "pow", "sin", "cos", "exp"] if level == 1 else OUTERS)
+    n = rng.randint(2, 4 if level == 1 else 5)
+    inner, dinner = inner_fn(rng, v, positive=name in ("log", "sqrt"), linear=level < 3)
+    c = 1 if level == 1 else coef(rng)
     u = sp.Symbol(sub_name(v))
     f_u, df_u = outer_fn(name, n, u)
     e = c * f_u.subs(u, inner)
@@ -280,18 +354,21 @@ def gen_chain_rule(rng, v):
     lines = [f"Let {un} = {fmt(inner)}, so d{un}/d{v} = {fmt(dinner)}. "
              f"Then d/d{un}({fmt(c * f_u)}) = {fmt(c * df_u)}.",
              f"Chain rule: {fmt(c * df_u.subs(u, inner))} * {paren(fmt(dinner))} = {fmt(d)}."]
-    return diff_question(rng, e, v, "chain rule"), lines, e, d
+    return dict(rule="chain rule"), lines, e, d, fmt(e), fmt(d)
 
 
-def gen_product_rule(rng, v):
+def gen_product_rule(rng, v, level):
     k = rng.choice([1, 1, 2, 3, 4, 5])
-    second = rng.choice([("sin", 1, k), ("cos", 1, k), ("exp", 1, rng.choice([1, 1, 2, 3, -1, -2])),
-                         ("log", 1, rng.randint(1, 4)), ("sqrt",)])
+    if level == 1:
+        second = rng.choice([("sin", 1, k), ("cos", 1, k), ("exp", 1, rng.choice([1, 1, 2, 3, -1, -2]))])
+    else:
+        second = rng.choice([("sin", 1, k), ("cos", 1, k), ("exp", 1, rng.choice([1, 1, 2, 3, -1, -2])),
+                             ("log", 1, rng.randint(1, 4)), ("sqrt",)])
     r = rng.random()
-    if r < 0.2 and second[0] in ("sin", "cos"):   # two transcendental factors: exp(x)*sin(x), ...
+    if level == 3 and r < 0.2 and second[0] in ("sin", "cos"):   # two transcendental factors: exp(x)*sin(x)
         p = atom("exp", nz(rng, -3, 3), rng.choice([1, 1, 2, 3, -1]), v)
-    elif r < 0.55 and second[0] != "sqrt":  # p = a*v^n (x^n*sqrt(x) would merge into one power)
-        p = atom("pow", nz(rng, -6, 6), rng.randint(1, 4), v)
+    elif (level == 1 or r < 0.55) and second[0] != "sqrt":  # p = a*v^n (x^n*sqrt(x) would merge into one power)
+        p = atom("pow", nz(rng, -6, 6) if level > 1 else rng.choice([1, 1, 2, 3, -1]), rng.randint(1, 3), v)
     else:                                   # p = a*v^n + b
         a, n, b = nz(rng, -5, 5), rng.choice([1, 1, 2]), nz(rng, -9, 9)
         p = (a * v ** n + b, a * n * v ** (n - 1), None)
@@ -299,12 +376,28 @@ def gen_product_rule(rng, v):
     (pe, dp, _), (qe, dq, _) = p, q
     e = pe * qe
     d = dp * qe + pe * dq
+    final = join_terms([fmt(dp * qe), fmt(pe * dq)])
     lines = [f"Product rule with p = {fmt(pe)}, q = {fmt(qe)}: p' = {fmt(dp)}, q' = {fmt(dq)}.",
-             f"(p*q)' = p'*q + p*q' = {fmt(d)}."]
-    return diff_question(rng, e, v, "product rule"), lines, e, d
+             f"(p*q)' = p'*q + p*q' = {final}."]
+    return dict(rule="product rule"), lines, e, d, fmt(e), final
 
 
-def gen_quotient_rule(rng, v):
+def gen_quotient_rule(rng, v, level):
+    if level < 3:   # a/(c*v + d) or (a*v + b)/(c*v + d): the derivative is (a*d - b*c)/(c*v + d)^2
+        while True:
+            a, b = nz(rng, -6, 6), nz(rng, -6, 6)
+            c, d0 = rng.randint(1, 5), nz(rng, -6, 9)
+            p, dp = (sp.Integer(a), 0) if level == 1 else (a * v + b, a)
+            q = c * v + d0
+            num = dp * d0 - (a if level == 1 else b) * c
+            if num != 0 and not (level == 2 and sp.degree(sp.gcd(p, q), v) > 0):
+                break
+        d = sp.Integer(num) / q ** 2
+        final = fmt(d)
+        lines = [f"Quotient rule with p = {fmt(p)}, q = {fmt(q)}: p' = {dp}, q' = {c}.",
+                 f"(p/q)' = (p'*q - p*q')/q^2 = ({dp}*{paren(fmt(q))} - {paren(fmt(p))}*{c})/{paren(fmt(q))}^2"
+                 f" = {final}."]
+        return dict(rule="quotient rule"), lines, p / q, d, fmt(p / q), final
     while True:
         num_kind = rng.choice(["lin", "lin", "pow", "quad", "sin", "cos", "exp", "log", "const"])
         a, b = nz(rng, -5, 5), nz(rng, -6, 6)
@@ -341,53 +434,72 @@ def gen_quotient_rule(rng, v):
     d = sp.Mul(num, sp.Pow(q, -2))
     lines = [f"Quotient rule with p = {fmt(p)}, q = {fmt(q)}: p' = {fmt(dp)}, q' = {fmt(dq)}.",
              f"(p/q)' = (p'*q - p*q')/q^2 = {fmt(d)}."]
-    return diff_question(rng, e, v, "quotient rule"), lines, e, d
+    return dict(rule="quotient rule"), lines, e, d, fmt(e), fmt(d)
 
 
-def gen_trig(rng, v):
-    kinds = rng.sample(["sin", "cos", "tan"] if rng.random() < 0.3 else ["sin", "cos"], 1 if rng.random() < 0.15 else 2)
+def linear_atom(rng, kind, v):
+    """a*sin(b*v + c), a*cos(b*v + c) or a*exp(b*v + c): the ladder's first rung, a linear argument."""
+    a, b = nz(rng, -9, 9), nz(rng, -6, 9) if kind == "exp" else rng.randint(1, 9)
+    c = 0 if rng.random() < 0.5 else nz(rng, -5, 5)
+    fn, dfn = {"sin": (sp.sin, sp.cos), "cos": (sp.cos, lambda w: -sp.sin(w)), "exp": (sp.exp, sp.exp)}[kind]
+    return a * fn(b * v + c), a * b * dfn(b * v + c), None
+
+
+def gen_trig(rng, v, level):
+    if level == 1:
+        atoms = [linear_atom(rng, rng.choice(["sin", "cos"]), v)]
+        lines = [f"Use sin' = cos, cos' = -sin (times the inner constant): {term_lines(atoms, v)}."]
+        return {}, lines, atoms[0][0], atoms[0][1], terms_e(atoms), terms_d(atoms)
+    else:
+        pool = ["sin", "cos", "tan"] if level == 3 and rng.random() < 0.3 else ["sin", "cos"]
+        kinds = rng.sample(pool, 1 if rng.random() < 0.15 else 2)
     atoms = [atom(k, nz(rng, -6, 6), rng.choice([1, 1, 2, 3, 4, 5, 6]), v) for k in kinds]
-    if rng.random() < 0.3:
+    if level > 1 and rng.random() < 0.3:
         atoms.append(atom("pow", nz(rng, -6, 6), rng.randint(1, 3), v))
     e = sp.Add(*[t[0] for t in atoms])
     d = sp.Add(*[t[1] for t in atoms])
     lines = [f"Use sin' = cos, cos' = -sin, tan' = 1/cos^2 (times the inner constant), term by term: "
              f"{term_lines(atoms, v)}."]
-    return diff_question(rng, e, v), lines, e, d
+    return {}, lines, e, d, terms_e(atoms), terms_d(atoms)
 
 
-def gen_exp_log(rng, v):
-    pool = ["exp", "exp", "log", "logpow", "base"]
-    kinds = rng.sample(pool, 1 if rng.random() < 0.2 else 2)
-    if kinds == ["exp", "exp"]:
-        kinds = ["exp"]
+def gen_exp_log(rng, v, level):
+    if level == 1:
+        atoms = [linear_atom(rng, "exp", v)]
+        lines = [f"Use exp(k*{v} + c)' = k*exp(k*{v} + c): {term_lines(atoms, v)}."]
+        return {}, lines, atoms[0][0], atoms[0][1], terms_e(atoms), terms_d(atoms)
+    else:
+        pool = ["exp", "exp", "log", "logpow"] + (["base"] if level == 3 else [])
+        kinds = rng.sample(pool, 1 if rng.random() < 0.2 else 2)
+        if kinds == ["exp", "exp"]:
+            kinds = ["exp"]
     atoms = []
     for k in kinds:
         a = nz(rng, -6, 6)
         b = {"exp": rng.choice([1, 2, 3, 4, -1, -2, -3]), "log": rng.randint(1, 6),
              "logpow": rng.randint(2, 4), "base": rng.choice([2, 3, 5, 10])}[k]
         atoms.append(atom(k, a, b, v))
-    if rng.random() < 0.4:
+    if level > 1 and rng.random() < 0.4:
         atoms.append(atom("pow", nz(rng, -6, 6), rng.randint(1, 3), v))
     e = sp.Add(*[t[0] for t in atoms])
     d = sp.Add(*[t[1] for t in atoms])
     lines = [f"Use exp(k*{v})' = k*exp(k*{v}), log(k*{v})' = 1/{v}, (b^{v})' = b^{v}*log(b), term by term: "
              f"{term_lines(atoms, v)}."]
-    return diff_question(rng, e, v), lines, e, d
+    return {}, lines, e, d, terms_e(atoms), terms_d(atoms)
 
 
 # -----------------------------------------------------------------------------
 # indefinite integrals: the antiderivative is built first, by rule; the check differentiates it
 
-def gen_indefinite(rng, v):
-    fn = rng.choice(["f", "g", "h"])
-    family = rng.choice(["poly", "poly", "basic", "basic", "sub", "sub", "parts"])
+def gen_indefinite(rng, v, level):
+    family = {1: "poly", 2: rng.choice(["poly", "basic", "basic"])}.get(
+        level, rng.choice(["poly", "basic", "sub", "sub", "parts"]))
     if family == "poly":
-        degs = sorted(rng.sample(range(0, 5), rng.randint(1, 4)), reverse=True)
-        if rng.random() < 0.15:
+        degs = sorted(rng.sample(range(0, 5), rng.randint(1, 3 if level == 1 else 4)), reverse=True)
+        if level > 1 and rng.random() < 0.15:
             degs.append(-rng.randint(1, 3))
-        # a coefficient divisible by n+1 keeps the antiderivative's coefficients whole, most of the time
-        atoms = [atom("pow", nz(rng, -4, 4) * (d + 1 if d >= 0 and rng.random() < 0.7 else 1), d, v)
+        # a coefficient divisible by n+1 keeps the antiderivative's coefficients whole (always at level 1)
+        atoms = [atom("pow", nz(rng, -4, 4) * (d + 1 if d >= 0 and (level == 1 or rng.random() < 0.7) else 1), d, v)
                  for d in degs]
         lines = [f"Integrate term by term with ∫ {v}^n d{v} = {v}^(n+1)/(n+1): "
                  + ", ".join(f"∫ {fmt(e)} d{v} = {fmt(F)}" for e, _, F in atoms) + "."]
@@ -410,6 +522,7 @@ def gen_indefinite(rng, v):
     if family in ("poly", "basic"):
         f = sp.Add(*[t[0] for t in atoms])
         F = sp.Add(*[t[2] for t in atoms])
+        e_s, F_s = join_terms([fmt(t[0]) for t in atoms]), join_terms([fmt(t[2]) for t in atoms])
     elif family == "sub":
         name = rng.choice(["pow", "sin", "cos", "exp", "log", "sqrt"])
         inner, dinner = inner_fn(rng, v, positive=name in ("log", "sqrt"), monomial_derivative=True)
@@ -421,7 +534,8 @@ def gen_indefinite(rng, v):
         f = c * f_u.subs(u, inner) * dinner
         lines = [f"Substitute {un} = {fmt(inner)}, so d{un} = {paren(fmt(dinner))} d{v} "
                  f"and the integral becomes ∫ {fmt(c * f_u)} d{un} = {fmt(c * F_u)}."]
-    else:  # by parts
+        e_s, F_s = fmt(f), fmt(F)
+    elif family == "parts":
         a = nz(rng, -3, 5)
         kind = rng.choice(["exp", "sin", "cos", "log"])
         if kind == "log":  # ∫ a*x^n*log(x): p = log(x), dq = a*x^n dx
@@ -444,112 +558,177 @@ def gen_indefinite(rng, v):
             F = p * q - rest
             lines = [f"By parts with p = {fmt(p)}, dq = {fmt(h)} d{v}: q = {fmt(q)}, p' = {a}.",
                      f"∫ p dq = p*q - ∫ q*p' d{v} = {fmt(p * q)} - ∫ {fmt(a * q)} d{v} = {fmt(F)}."]
-    lines.append(f"So the antiderivative is {fmt(F)} + C.")
-    q_text = rng.choice(INDEF_Q).format(fn=fn, v=v, e=fmt(f), pe=paren(fmt(f)))
-    return q_text, lines, f, F
+        e_s, F_s = fmt(f), fmt(F)
+    lines.append(f"So the antiderivative is {F_s} + C.")
+    return {}, lines, f, F, e_s, F_s
 
 
 # -----------------------------------------------------------------------------
 # definite integrals: exact rational values
 
-def gen_definite(rng, v):
-    fn = rng.choice(["f", "g", "h"])
-    family = rng.choice(["poly"] * 6 + ["trig"] * 3 + ["exp"] * 2 + ["recip"])
+def poly_value_line(F_atoms, v, at):
+    """'F(2) = 2^3 + 2*2^2 = 8 + 8 = 16': the substitution written out, for integer polynomial F."""
+    subst = join_terms([fmt(F).replace(v, f"({at})" if at < 0 else str(at)) for F in F_atoms])
+    vals = [F.subs(sp.Symbol(v), at) for F in F_atoms]
+    mid = join_terms([fmt_num(x) for x in vals])
+    total = fmt_num(sum(vals))
+    return f"F({at}) = {subst}" + (f" = {mid}" if mid not in (subst, total) else "") + f" = {total}"
+
+
+def gen_definite(rng, v, level):
+    x, v = v, str(v)
+    family = "poly" if level < 3 else rng.choice(["poly"] * 6 + ["trig"] * 3 + ["exp"] * 2 + ["recip"])
     if family == "poly":
-        degs = sorted(rng.sample(range(0, 4), rng.randint(1, 3)), reverse=True)
-        atoms = [atom("pow", nz(rng, -6, 6), d, v) for d in degs]
-        lo = rng.randint(-3, 2)
-        hi = lo + rng.randint(1, 3)
-        lo, hi = sp.Integer(lo), sp.Integer(hi)
+        if level == 1:   # integer antiderivative, from 0: F(0) = 0
+            degs = sorted(rng.sample(range(0, 3), rng.randint(1, 2)), reverse=True)
+            atoms = [atom("pow", nz(rng, -3, 3) * (d + 1), d, x) for d in degs]
+            lo, hi = sp.Integer(0), sp.Integer(rng.randint(1, 3))
+        else:
+            degs = sorted(rng.sample(range(0, 4), rng.randint(1, 3)), reverse=True)
+            atoms = [atom("pow", nz(rng, -6, 6), d, x) for d in degs]
+            lo = rng.randint(-3, 2)
+            hi = lo + rng.randint(1, 3)
+            lo, hi = sp.Integer(lo), sp.Integer(hi)
     elif family == "trig":
         kind = rng.choice(["sin", "cos"])
         k = rng.choice([1, 1, 2, 3])
-        atoms = [atom(kind, nz(rng, -6, 6), k, v)]
+        atoms = [atom(kind, nz(rng, -6, 6), k, x)]
         # bounds at multiples of pi/(2k) keep sin and cos of k*bound in {0, ±1}
         lo_m, span = rng.choice([(0, 1), (0, 2), (1, 1), (0, 4), (1, 2), (2, 2)])
         lo, hi = sp.pi * lo_m / (2 * k), sp.pi * (lo_m + span) / (2 * k)
     elif family == "exp":  # from log(J) to log(K): exp(m*log K) = K^m
         m = rng.choice([1, 1, 2, 3])
-        atoms = [atom("exp", nz(rng, -6, 6) * m, m, v)]
+        atoms = [atom("exp", nz(rng, -6, 6) * m, m, x)]
         j = rng.choice([1, 1, 2, 3])
         lo, hi = sp.log(j), sp.log(rng.randint(j + 1, 7))
     else:                  # a/x from exp(j) to exp(k): a*(k - j)
-        atoms = [atom("pow", nz(rng, -6, 6), -1, v)]
+        atoms = [atom("pow", nz(rng, -6, 6), -1, x)]
         j = rng.choice([0, 0, 1, 2])
         lo, hi = sp.exp(j), sp.exp(j + rng.randint(1, 4))
     f = sp.Add(*[t[0] for t in atoms])
     F = sp.Add(*[t[2] for t in atoms])
-    Fb, Fa = F.subs(v, hi), F.subs(v, lo)
+    Fb, Fa = F.subs(x, hi), F.subs(x, lo)
     val = Fb - Fa
     if not val.is_Rational:
         return None
-    Fa_s = fmt_num(Fa) if Fa.is_Rational else fmt(Fa)
-    Fb_s = fmt_num(Fb) if Fb.is_Rational else fmt(Fb)
-    lines = [f"An antiderivative is F({v}) = {fmt(F)}.",
-             f"F({fmt(hi)}) - F({fmt(lo)}) = {Fb_s} - {paren(Fa_s)} = {fmt_num(val)}."]
-    q_text = rng.choice(DEF_Q).format(fn=fn, v=v, e=fmt(f), pe=paren(fmt(f)), a=fmt(lo), b=fmt(hi))
-    return q_text, lines, f, (lo, hi, val)
+    F_s = join_terms([fmt(t[2]) for t in atoms])
+    if family == "poly" and all(t[2].is_polynomial(x) and all(c.is_Integer for c in sp.Poly(t[2], x).coeffs())
+                                for t in atoms):
+        lines = [f"An antiderivative is F({v}) = {F_s}.", poly_value_line([t[2] for t in atoms], v, int(hi)) + ".",
+                 poly_value_line([t[2] for t in atoms], v, int(lo)) + ".",
+                 f"F({fmt(hi)}) - F({fmt(lo)}) = {fmt_num(Fb)} - {paren(fmt_num(Fa))} = {fmt_num(val)}."]
+        if lo == 0:
+            lines[2:] = [f"F(0) = 0, so the integral is {fmt_num(val)}."]
+    else:
+        Fa_s = fmt_num(Fa) if Fa.is_Rational else fmt(Fa)
+        Fb_s = fmt_num(Fb) if Fb.is_Rational else fmt(Fb)
+        lines = [f"An antiderivative is F({v}) = {F_s}.",
+                 f"F({fmt(hi)}) - F({fmt(lo)}) = {Fb_s} - {paren(Fa_s)} = {fmt_num(val)}."]
+    return dict(a=fmt(lo), b=fmt(hi)), lines, f, (lo, hi, val), join_terms([fmt(t[0]) for t in atoms]), fmt_num(val)
 
 
 GENERATORS = {"power_rule": gen_power_rule, "chain_rule": gen_chain_rule, "product_rule": gen_product_rule,
               "quotient_rule": gen_quotient_rule, "trig": gen_trig, "exp_log": gen_exp_log,
               "indefinite_integral": gen_indefinite, "definite_integral": gen_definite}
+LEVELS = (1, 2, 3)
 
 
 # -----------------------------------------------------------------------------
 # one checked pair, then many
 
-def make_pair(rng, topic):
-    """One verified record, or None when the sample fails its check (or is degenerate)."""
+def _read(s, v):
+    """Our own printed text (trusted, never model output) back into sympy, to check what is written."""
+    from sympy.parsing.sympy_parser import parse_expr
+    return parse_expr(s.replace("^", "**"), local_dict={v: sp.Symbol(v), "exp": sp.exp, "log": sp.log})
+
+
+def make_pair(rng, topic, level=3, casual_frac=0.0):
+    """One verified record, or None when the sample fails its check (or is degenerate).
+    What is checked is the text written: the final string is read back and compared, exactly
+    for polynomials (sp.expand) and at three points to 30 digits otherwise."""
     v = pick_var(rng)
-    out = GENERATORS[topic](rng, sp.Symbol(v))
+    x = sp.Symbol(v)
+    out = GENERATORS[topic](rng, x, level)
     if out is None:
         return None
-    q, lines, f, claim = out
-    x = sp.Symbol(v)
-    params = {"f": fmt(f)}
+    extra, lines, f, claim, e_s, final = out
+    params = {"f": e_s}
+    family = FAMILY.get(topic, "diff")
     if topic == "definite_integral":
         lo, hi, val = claim
         if not quad_equals(f, x, lo, hi, val):
             return None
-        params.update(a=fmt(lo), b=fmt(hi))
-        final, kind = fmt_num(val), "number"
-    elif topic == "indefinite_integral":
-        if not same(sp.diff(claim, x), f, x):
-            return None
-        final, kind = fmt(claim), "antiderivative"
+        params.update(a=extra["a"], b=extra["b"])
+        kind = "number"
     else:
-        if not same(claim, sp.diff(f, x), x):
+        written, shown = _read(final, v), _read(e_s, v)
+        kind = "antiderivative" if topic == "indefinite_integral" else "expr"
+        if f.is_polynomial(x) and written.is_polynomial(x):   # exact and ~20x cheaper than diff + subs
+            fp, wp = sp.Poly(f, x), sp.Poly(written, x)
+            ok = sp.Poly(shown, x) == fp and (wp.diff(x) == fp if kind == "antiderivative" else wp == fp.diff(x))
+        else:
+            ok = same(shown, f, x) and (same(sp.diff(written, x), f, x) if kind == "antiderivative"
+                                        else same(written, sp.diff(f, x), x))
+        if not ok:
             return None
-        final, kind = fmt(claim), "expr"
+    style = "casual" if rng.random() < casual_frac else "formal"
+    q = phrase(rng, family, e_s, v, a=params.get("a"), b=params.get("b"), rule=extra.get("rule"), style=style)
     answer = "\n".join(lines + [f"#### {final}"])
-    return {"question": q, "answer": answer, "final": final, "kind": kind, "topic": topic,
-            "var": v, "params": params}
+    return {"question": q, "answer": answer, "final": final, "kind": kind, "topic": topic, "level": level,
+            "var": v, "params": params, "style": style}
 
 
-def generate(n, seed, progress=False, stats=None):
-    """n verified pairs, unique by their maths, topics in turn. Same (n, seed) → same list."""
-    from tqdm import tqdm
-    rng = random.Random(seed)
-    pairs, seen, dropped, dups = [], set(), 0, 0
-    bar = tqdm(total=n, desc=f"generating {NAME}", disable=None if progress else True, unit="pair")
-    i = 0
-    while len(pairs) < n:
-        if dropped + dups > 20 * n + 100:
-            raise RuntimeError(f"{NAME}: cannot find {n} unique checked pairs ({dropped} failed, {dups} duplicates)")
+def _block(args):
+    """Candidates [seed, block): one Random per block, so the output does not depend on the worker count."""
+    seed, block, size, levels, casual_frac = args
+    rng = random.Random(f"{seed}/{block}")
+    out = []
+    for i in range(size):
         topic = TOPICS[i % len(TOPICS)]
-        rec = make_pair(rng, topic)
-        if rec is None:
-            dropped += 1
-            continue
-        key = (topic, to_x(rec["params"]["f"], rec["var"]), rec["params"].get("a"), rec["params"].get("b"))
-        if key in seen:
-            dups += 1
-            continue
-        seen.add(key)
-        pairs.append(rec)
-        bar.update(1)
-        i += 1
+        out.append(make_pair(rng, topic, rng.choice(levels), casual_frac))
+    return out
+
+
+def generate(n, seed, progress=False, stats=None, levels=(3,), casual_frac=0.0, workers=1):
+    """n verified pairs, unique by their maths, topics in turn. Same (n, seed, levels) → same list,
+    for any number of workers: candidates come in seeded blocks of 256, taken in block order."""
+    from tqdm import tqdm
+    pairs, seen, dropped, dups = [], set(), 0, 0
+    per_topic = {t: 0 for t in TOPICS}
+    need = -(-n // len(TOPICS))   # each topic gets its share, so the mix stays even
+    bar = tqdm(total=n, desc=f"generating {NAME}", disable=None if progress else True, unit="pair")
+    block, size = 0, 256
+    pool = None
+    if workers > 1:
+        import multiprocessing as mp
+        pool = mp.get_context("fork").Pool(workers)
+    try:
+        while len(pairs) < n:
+            if dropped + dups > 20 * n + 100:
+                raise RuntimeError(f"{NAME}: cannot find {n} unique checked pairs ({dropped} failed, {dups} duplicates)")
+            k = max(1, workers) * 2
+            jobs = [(seed, block + j, size, tuple(levels), casual_frac) for j in range(k)]
+            block += k
+            results = pool.map(_block, jobs) if pool else map(_block, jobs)
+            for recs in results:
+                for rec in recs:
+                    if len(pairs) >= n:
+                        break
+                    if rec is None:
+                        dropped += 1
+                        continue
+                    key = (rec["topic"], to_x(rec["params"]["f"], rec["var"]), rec["params"].get("a"),
+                           rec["params"].get("b"))
+                    if key in seen or per_topic[rec["topic"]] >= need:
+                        dups += key in seen
+                        continue
+                    seen.add(key)
+                    per_topic[rec["topic"]] += 1
+                    pairs.append(rec)
+                    bar.update(1)
+    finally:
+        if pool:
+            pool.close()
     bar.close()
     if stats is not None:
         stats.update(dropped=dropped, duplicates=dups)
@@ -591,14 +770,118 @@ def write_outputs(name, cfg, pairs, n_test, t0, stats):
                             source_desc=f"mathlm.data.generate_{name} seed {cfg.seed}")
 
 
+# -----------------------------------------------------------------------------
+# the pretraining corpus: the same maths as prose — rules, worked examples, bare equations —
+# so the base model learns calculus before SFT teaches it the Q/A format
+
+TITLES = {"power_rule": "The power rule", "chain_rule": "The chain rule", "product_rule": "The product rule",
+          "quotient_rule": "The quotient rule", "trig": "Derivatives of sine and cosine",
+          "exp_log": "Derivatives of exponentials and logarithms",
+          "indefinite_integral": "Antiderivatives", "definite_integral": "Definite integrals"}
+RULES = {
+    "power_rule": "The derivative of a*x^n is n*a*x^(n-1): multiply by the exponent and lower it by one. "
+                  "The derivative of a constant is 0, and a sum is differentiated term by term.",
+    "chain_rule": "For a composite function f(g(x)) the derivative is f'(g(x))*g'(x): differentiate the outer "
+                  "function at the inner one, then multiply by the derivative of the inner function.",
+    "product_rule": "The derivative of a product p*q is p'*q + p*q'.",
+    "quotient_rule": "The derivative of a quotient p/q is (p'*q - p*q')/q^2.",
+    "trig": "The derivative of sin(k*x) is k*cos(k*x) and the derivative of cos(k*x) is -k*sin(k*x).",
+    "exp_log": "The derivative of exp(k*x) is k*exp(k*x), and the derivative of log(k*x) is 1/x.",
+    "indefinite_integral": "An antiderivative of x^n is x^(n+1)/(n+1) for n other than -1; of exp(k*x) it is "
+                           "exp(k*x)/k; of sin(k*x) it is -cos(k*x)/k; of cos(k*x) it is sin(k*x)/k. Add a "
+                           "constant C for the general antiderivative.",
+    "definite_integral": "To evaluate a definite integral from a to b, find an antiderivative F and compute "
+                         "F(b) - F(a).",
+}
+
+
+def corpus_example(rec, rng):
+    """One worked example as prose, in one of four shapes."""
+    v, e, final, body = rec["var"], rec["params"]["f"], rec["final"], rec["answer"].rsplit("\n####", 1)[0]
+    if rec["topic"] == "definite_integral":
+        eq = f"∫ ({e}) d{v} from {rec['params']['a']} to {rec['params']['b']} = {final}"
+    elif rec["topic"] == "indefinite_integral":
+        eq = f"∫ ({e}) d{v} = {final} + C"
+    else:
+        eq = f"d/d{v}({e}) = {final}"
+    shape = rng.randrange(4)
+    if shape == 0:
+        return f"Example. {rec['question']}\nSolution. {body}\nAnswer: {final}"
+    if shape == 1:
+        return f"{rec['question']}\n{body}\nSo the answer is {final}."
+    if shape == 2:
+        return f"{body.replace(chr(10), ' ')} Therefore {eq}."
+    return eq
+
+
+def write_corpus(path, recs, seed):
+    """Sections of 3-8 examples of one topic, each led by its title and rule; documents
+    separated by two blank lines (the build_pretrain convention). Returns the document count."""
+    from mathlm.common import atomic_write
+    rng = random.Random(f"{seed}/corpus")
+    by_topic = {}
+    for r in recs:
+        by_topic.setdefault(r["topic"], []).append(r)
+    docs = []
+    for topic, rs in by_topic.items():
+        rs = rs + rng.sample(rs, len(rs))  # every example twice, in two shapes and two sections
+        i = 0
+        while i < len(rs):
+            k = rng.randint(3, 8)
+            head = f"{TITLES[topic]}\n{RULES[topic]}" if rng.random() < 0.7 else TITLES[topic]
+            docs.append(head + "\n\n" + "\n\n".join(corpus_example(r, rng) for r in rs[i:i + k]))
+            i += k
+    rng.shuffle(docs)
+    atomic_write(path, "\n\n\n".join(docs) + "\n")
+    return len(docs)
+
+
 def main(argv=None):
+    import os
     cfg = parse_config(Config, PRESETS, argv)
-    if cfg.n < 1 or cfg.n_test < 0:
-        die(f"--n must be ≥ 1 and --n_test ≥ 0 (got {cfg.n}, {cfg.n_test})")
+    if cfg.n < 1 or cfg.n_test < 0 or cfg.corpus < 0 or cfg.n_typed_test < 0:
+        die(f"--n must be ≥ 1 and --n_test, --corpus, --n_typed_test ≥ 0")
+    try:
+        levels = sorted({int(x) for x in str(cfg.levels).split(",") if x.strip()})
+    except ValueError:
+        levels = []
+    if not levels or any(lv not in LEVELS for lv in levels):
+        die(f"--levels {cfg.levels!r}: give a comma list from {', '.join(map(str, LEVELS))}, e.g. 1,2")
+    if not 0 <= cfg.casual <= 1:
+        die(f"--casual {cfg.casual} must be a fraction in [0, 1]")
+    workers = cfg.workers or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
     t0 = time.time()
     stats = {}
-    pairs = generate(cfg.n + cfg.n_test, cfg.seed, progress=True, stats=stats)
-    return write_outputs(NAME, cfg, pairs, cfg.n_test, t0, stats)
+    total = cfg.n + cfg.n_test + cfg.n_typed_test + cfg.corpus
+    pairs = generate(total, cfg.seed, progress=True, stats=stats, levels=levels, casual_frac=cfg.casual,
+                     workers=workers)
+    # one seeded shuffle cuts the pool (unique by maths) into disjoint parts: no test problem is
+    # trained on, as a Q/A pair or inside the corpus
+    random.Random(cfg.seed).shuffle(pairs)
+    test, typed = pairs[:cfg.n_test], pairs[cfg.n_test:cfg.n_test + cfg.n_typed_test]
+    rest = pairs[cfg.n_test + cfg.n_typed_test:]
+    corpus, train = rest[:cfg.corpus], rest[cfg.corpus:]
+    rng = random.Random(f"{cfg.seed}/typed")
+    for r in typed:  # re-asked in phrasings the generator never trains on
+        r.update(question=phrase(rng, FAMILY.get(r["topic"], "diff"), r["params"]["f"], r["var"], r["params"].get("a"),
+                                 r["params"].get("b"), style="typed"), style="typed")
+    print(f"{NAME}: generated {len(train):,} train + {len(test):,} test + {len(typed):,} typed-test pairs"
+          f" + {len(corpus):,} corpus examples in {time.time() - t0:.1f}s | levels {','.join(map(str, levels))}"
+          f" | {stats['dropped']} failed verification, {stats['duplicates']} duplicates skipped")
+    print("topics: " + ", ".join(f"{k} {c}" for k, c in sorted(Counter(p["topic"] for p in pairs).items())))
+    os.makedirs(cfg.out_dir, exist_ok=True)
+    if typed:
+        from mathlm.data.qa_io import write_jsonl
+        path = os.path.join(cfg.out_dir, f"{NAME}_typed_test.jsonl")
+        write_jsonl(path, typed)
+        print(f"wrote {path} ({len(typed):,} held-out questions in typed phrasings; never trained on)")
+    if corpus:
+        path = os.path.join(cfg.out_dir, f"{NAME}_corpus.txt")
+        n_docs = write_corpus(path, corpus, cfg.seed)
+        print(f"wrote {path} ({n_docs:,} documents, {len(corpus):,} worked examples; the pretraining text)")
+    from mathlm.data.qa_io import write_qa_dataset
+    return write_qa_dataset(NAME, train, test, cfg.out_dir, cfg.tokenizer, cfg.text_only,
+                            source_desc=f"mathlm.data.generate_{NAME} seed {cfg.seed} levels {cfg.levels}")
 
 
 if __name__ == "__main__":
