@@ -679,57 +679,65 @@ def make_pair(rng, topic, level=3, casual_frac=0.0):
 
 
 def _block(args):
-    """Candidates [seed, block): one Random per block, so the output does not depend on the worker count."""
-    seed, block, size, levels, casual_frac = args
+    """Candidates of one seeded block: one Random per block, so the output does not depend on the worker count.
+    `buckets` are the (topic, level) pairs still worth drawing from, taken in turn."""
+    seed, block, size, buckets, casual_frac = args
     rng = random.Random(f"{seed}/{block}")
-    out = []
-    for i in range(size):
-        topic = TOPICS[i % len(TOPICS)]
-        out.append(make_pair(rng, topic, rng.choice(levels), casual_frac))
-    return out
+    return [make_pair(rng, *buckets[i % len(buckets)], casual_frac) for i in range(size)]
 
 
 def generate(n, seed, progress=False, stats=None, levels=(3,), casual_frac=0.0, workers=1):
-    """n verified pairs, unique by their maths, topics in turn. Same (n, seed, levels) → same list,
-    for any number of workers: candidates come in seeded blocks of 256, taken in block order."""
+    """n verified pairs, unique by their maths, each topic an equal share. Same (n, seed, levels) → same
+    list, for any number of workers: candidates come in rounds of 4 seeded blocks of 256, and between
+    rounds a full topic stops being drawn, as does a (topic, level) whose round was ≥ 95% duplicates
+    (the first rungs are small spaces; drawing on from them only burns verification time)."""
     from tqdm import tqdm
     pairs, seen, dropped, dups = [], set(), 0, 0
     per_topic = {t: 0 for t in TOPICS}
-    need = -(-n // len(TOPICS))   # each topic gets its share, so the mix stays even
+    need = -(-n // len(TOPICS))
+    buckets = [(t, lv) for t in TOPICS for lv in levels]
     bar = tqdm(total=n, desc=f"generating {NAME}", disable=None if progress else True, unit="pair")
-    block, size = 0, 256
+    block, size, per_round = 0, 256, 4
     pool = None
     if workers > 1:
         import multiprocessing as mp
         pool = mp.get_context("fork").Pool(workers)
     try:
         while len(pairs) < n:
-            if dropped + dups > 20 * n + 100:
-                raise RuntimeError(f"{NAME}: cannot find {n} unique checked pairs ({dropped} failed, {dups} duplicates)")
-            k = max(1, workers) * 2
-            jobs = [(seed, block + j, size, tuple(levels), casual_frac) for j in range(k)]
-            block += k
-            results = pool.map(_block, jobs) if pool else map(_block, jobs)
-            for recs in results:
+            buckets = [b for b in buckets if per_topic[b[0]] < need]
+            if not buckets:
+                raise RuntimeError(f"{NAME}: cannot find {n} unique checked pairs at levels {levels}"
+                                   f" ({dropped} failed, {dups} duplicates; per topic "
+                                   + ", ".join(f"{t} {c}" for t, c in per_topic.items()) + "); ask for fewer or add levels")
+            jobs = [(seed, block + j, size, tuple(buckets), casual_frac) for j in range(per_round)]
+            block += per_round
+            tried, dup = Counter(), Counter()
+            for recs in (pool.map(_block, jobs) if pool else map(_block, jobs)):
                 for rec in recs:
-                    if len(pairs) >= n:
-                        break
                     if rec is None:
                         dropped += 1
                         continue
+                    b = (rec["topic"], rec["level"])
+                    tried[b] += 1
                     key = (rec["topic"], to_x(rec["params"]["f"], rec["var"]), rec["params"].get("a"),
                            rec["params"].get("b"))
-                    if key in seen or per_topic[rec["topic"]] >= need:
-                        dups += key in seen
+                    if key in seen:
+                        dups += 1
+                        dup[b] += 1
+                        continue
+                    if per_topic[rec["topic"]] >= need:
                         continue
                     seen.add(key)
                     per_topic[rec["topic"]] += 1
                     pairs.append(rec)
                     bar.update(1)
+            buckets = [b for b in buckets if not (tried[b] >= 50 and dup[b] >= 0.95 * tried[b])]
     finally:
         if pool:
             pool.close()
     bar.close()
+    # rounds fill topics in parallel; keep the order that does not depend on where the last round stopped
+    pairs = pairs[:n]
     if stats is not None:
         stats.update(dropped=dropped, duplicates=dups)
     return pairs
@@ -852,15 +860,17 @@ def main(argv=None):
     workers = cfg.workers or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
     t0 = time.time()
     stats = {}
-    total = cfg.n + cfg.n_test + cfg.n_typed_test + cfg.corpus
+    total = cfg.n + cfg.n_test + cfg.n_typed_test
     pairs = generate(total, cfg.seed, progress=True, stats=stats, levels=levels, casual_frac=cfg.casual,
                      workers=workers)
     # one seeded shuffle cuts the pool (unique by maths) into disjoint parts: no test problem is
     # trained on, as a Q/A pair or inside the corpus
     random.Random(cfg.seed).shuffle(pairs)
     test, typed = pairs[:cfg.n_test], pairs[cfg.n_test:cfg.n_test + cfg.n_typed_test]
-    rest = pairs[cfg.n_test + cfg.n_typed_test:]
-    corpus, train = rest[:cfg.corpus], rest[cfg.corpus:]
+    train = pairs[cfg.n_test + cfg.n_typed_test:]
+    # the corpus works through train problems (never test ones) as prose: what pretraining reads
+    # is the same maths SFT later asks as Q/A, in another form, as a textbook precedes its exercises
+    corpus = [train[i % len(train)] for i in range(cfg.corpus)]
     rng = random.Random(f"{cfg.seed}/typed")
     for r in typed:  # re-asked in phrasings the generator never trains on
         r.update(question=phrase(rng, FAMILY.get(r["topic"], "diff"), r["params"]["f"], r["var"], r["params"].get("a"),
