@@ -93,9 +93,9 @@ def test_main_writes_typed_test_and_corpus_disjoint_from_test(tmp_path):
     assert any(set(re.findall(r"[a-z]{4,}", q)) - train_words for q in typed_q)
     corpus = (tmp_path / "calculus_corpus.txt").read_text()
     assert corpus.count("Example.") >= 20 and corpus.count("\n\n\n") >= 20
-    key = lambda p: (p["topic"], calc.to_x(p["params"]["f"], p["var"]))
+    key = lambda p: (p["topic"], calc.to_x(p["params"]["f"], p["var"]), p["params"].get("a"), p["params"].get("b"))
     held = {key(p) for p in rows["_test"] + rows["_typed_test"]}
-    assert not held & {key(p) for p in rows[""]}
+    assert not held & {key(p) for p in rows[""]}   # the same maths is never on both sides
     # the corpus's bare equations (whole lines) are of training functions, never held-out ones
     train_f = {calc.to_x(p["params"]["f"], p["var"]) for p in rows[""]}
     eqs = re.findall(r"^(?:d/d(\w)\((.*)\) = .*|∫ \((.*)\) d(\w)(?: from .*)? = .*)$", corpus, flags=re.M)

@@ -394,9 +394,15 @@ def gen_quotient_rule(rng, v, level):
                 break
         d = sp.Integer(num) / q ** 2
         final = fmt(d)
-        lines = [f"Quotient rule with p = {fmt(p)}, q = {fmt(q)}: p' = {dp}, q' = {c}.",
-                 f"(p/q)' = (p'*q - p*q')/q^2 = ({dp}*{paren(fmt(q))} - {paren(fmt(p))}*{c})/{paren(fmt(q))}^2"
-                 f" = {final}."]
+        lines = [f"Quotient rule with p = {fmt(p)}, q = {fmt(q)}: p' = {dp}, q' = {c}."]
+        if level == 2:   # the numerator expanded, so the x terms visibly cancel
+            lines.append(f"p'*q = {dp}*{paren(fmt(q))} = {fmt(sp.expand(dp * q))}, "
+                         f"p*q' = {paren(fmt(p))}*{c} = {fmt(sp.expand(p * c))}.")
+            lines.append(f"(p/q)' = (p'*q - p*q')/q^2 = ({fmt(sp.expand(dp * q))} - {paren(fmt(sp.expand(p * c)))})"
+                         f"/{paren(fmt(q))}^2 = {final}.")
+        else:
+            lines.append(f"(p/q)' = (p'*q - p*q')/q^2 = ({dp}*{paren(fmt(q))} - {paren(fmt(p))}*{c})/{paren(fmt(q))}^2"
+                         f" = {final}.")
         return dict(rule="quotient rule"), lines, p / q, d, fmt(p / q), final
     while True:
         num_kind = rng.choice(["lin", "lin", "pow", "quad", "sin", "cos", "exp", "log", "const"])
@@ -567,12 +573,23 @@ def gen_indefinite(rng, v, level):
 # definite integrals: exact rational values
 
 def poly_value_line(F_atoms, v, at):
-    """'F(2) = 2^3 + 2*2^2 = 8 + 8 = 16': the substitution written out, for integer polynomial F."""
-    subst = join_terms([fmt(F).replace(v, f"({at})" if at < 0 else str(at)) for F in F_atoms])
-    vals = [F.subs(sp.Symbol(v), at) for F in F_atoms]
-    mid = join_terms([fmt_num(x) for x in vals])
-    total = fmt_num(sum(vals))
-    return f"F({at}) = {subst}" + (f" = {mid}" if mid not in (subst, total) else "") + f" = {total}"
+    """'F(-2) = 2*(-2)^3 + 3*(-2) = 2*(-8) - 6 = -16 - 6 = -22': the substitution, then the powers,
+    then the products, for an integer polynomial F — one operation a step, as a small model needs it."""
+    x = sp.Symbol(v)
+    arg = f"({at})" if at < 0 else str(at)
+    subst = join_terms([fmt(F).replace(v, arg) for F in F_atoms])
+    powers = []
+    for F in F_atoms:
+        c, n = F.as_coeff_exponent(x)
+        if n >= 2:
+            pw = fmt_num(sp.Integer(at) ** n)
+            powers.append(pw if c == 1 else f"-{paren(pw)}" if c == -1 else f"{fmt_num(c)}*{paren(pw)}")
+        else:
+            powers.append(fmt_num(F.subs(x, at)))
+    vals = [F.subs(x, at) for F in F_atoms]
+    steps = [subst, join_terms(powers), join_terms([fmt_num(y) for y in vals]), fmt_num(sum(vals))]
+    out = [steps[0]] + [b for a, b in zip(steps, steps[1:]) if b != a]
+    return f"F({at}) = " + " = ".join(out)
 
 
 def gen_definite(rng, v, level):
@@ -583,6 +600,12 @@ def gen_definite(rng, v, level):
             degs = sorted(rng.sample(range(0, 3), rng.randint(1, 2)), reverse=True)
             atoms = [atom("pow", nz(rng, -3, 3) * (d + 1), d, x) for d in degs]
             lo, hi = sp.Integer(0), sp.Integer(rng.randint(1, 3))
+        elif level == 2:  # integer antiderivative, any small limits
+            degs = sorted(rng.sample(range(0, 4), rng.randint(1, 3)), reverse=True)
+            atoms = [atom("pow", nz(rng, -3, 3) * (d + 1), d, x) for d in degs]
+            lo = rng.randint(-2, 2)
+            hi = lo + rng.randint(1, 2)
+            lo, hi = sp.Integer(lo), sp.Integer(hi)
         else:
             degs = sorted(rng.sample(range(0, 4), rng.randint(1, 3)), reverse=True)
             atoms = [atom("pow", nz(rng, -6, 6), d, x) for d in degs]
