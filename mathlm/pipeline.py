@@ -79,8 +79,9 @@ def hub_reachable(timeout=3.0):
         return False
 
 
-def dataset_sources(cfg):
-    """{name: folder or None (hub)} for the datasets this run will use; prints what is skipped."""
+def dataset_sources(cfg, skipped=None):
+    """{name: folder or None (hub)} for the datasets this run will use; prints what is skipped
+    and records {name: why} in `skipped`."""
     out = {}
     for src in cfg.data_source:
         if not os.path.isdir(src):
@@ -98,6 +99,8 @@ def dataset_sources(cfg):
         else:
             why = "--no-hub" if not cfg.hub else "the hub is unreachable"
             print(f"datasets skipped ({why}): {', '.join(missing)} — pass --data_source DIR to use local copies")
+            if skipped is not None:
+                skipped.update({n: f"no --data_source folder and {why}" for n in missing})
     return out
 
 
@@ -106,27 +109,27 @@ def stage_commands(stage, cfg, sources):
     r = RECIPES[cfg.preset]
     py = [sys.executable, "-m"]
     dev = ["--device", cfg.device]
-    if stage in ("data_text", "data_bin"):
-        text = ["--text_only"] if stage == "data_text" else []
-        tok_in = [] if text else ["math_tokenizer/tokenizer.json"]
+    if stage == "data_text":
         cmds = []
         # the real test splits first, so every later dataset is decontaminated against them
         for name, folder in sources.items():
-            mod = DATASETS[name][0]
             extra = (["--source", folder] if folder else []) + (r["gsm8k"] if name == "gsm8k" else [])
-            outs = [f"{name}.jsonl"] + ([] if text else [f"{name}.bin"])
-            cmds.append((py + [mod, *extra, *text], tok_in, outs))
+            cmds.append((py + [DATASETS[name][0], *extra, "--text_only"], [], [f"{name}.jsonl"]))
         for name, mod in GENERATORS.items():
-            outs = [f"{name}.jsonl", f"{name}_test.jsonl"] + ([] if text else [f"{name}.bin"])
-            cmds.append((py + [mod, *r[name], *text], tok_in, outs))
+            cmds.append((py + [mod, *r[name], "--text_only"], [], [f"{name}.jsonl", f"{name}_test.jsonl"]))
         return cmds
+    if stage == "data_bin":
+        # tokenize what data_text wrote: each dataset is made once
+        names = [n for n in [*sources, *GENERATORS] if os.path.exists(f"{n}.jsonl")]
+        return [(py + ["mathlm.data.tokenize_qa", *names],
+                 ["math_tokenizer/tokenizer.json"] + [f"{n}.jsonl" for n in names], [f"{n}.bin" for n in names])]
     if stage == "tokenizer":
-        ins = ["openwebmath.txt"] if os.path.exists("openwebmath.txt") else train_jsonl()
+        ins = pretrain_text() + (train_jsonl() if not os.path.exists("openwebmath.txt") else [])
         return [([sys.executable, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                                               "scripts", "train_tokenizer.py"), *r["vocab"]],
+                                               "scripts", "train_tokenizer.py"), *r["vocab"], "--input", *ins],
                  ins, ["math_tokenizer/tokenizer.json"])]
     if stage == "pretrain_data":
-        ins = ["openwebmath.txt"] if os.path.exists("openwebmath.txt") else train_jsonl()
+        ins = pretrain_text()
         return [(py + ["mathlm.data.build_pretrain", "--input", *ins], ins + ["math_tokenizer/tokenizer.json"],
                  ["train.bin", "val.bin"])]
     bins = sorted(glob.glob("*.bin"))
@@ -156,15 +159,47 @@ def stage_commands(stage, cfg, sources):
     raise ValueError(stage)
 
 
+def pretrain_text():
+    """What pretraining reads: openwebmath.txt when it is here, else the generators' prose corpora
+    (worked examples, rules: text of its own kind, not the Q/A pairs SFT uses), else the Q/A text."""
+    if os.path.exists("openwebmath.txt"):
+        return ["openwebmath.txt"]
+    return sorted(glob.glob("*_corpus.txt")) or train_jsonl()
+
+
 def train_jsonl():
     return sorted(p for p in glob.glob("*.jsonl") if not p.endswith("_test.jsonl") and not p.startswith("eval_"))
 
 
+def resolved_config(argv):
+    """The config a stage will run with — defaults ← preset ← flags, resolved the way the stage
+    resolves it — as plain data, or None for a stage without a Config. It is what makes a changed
+    preset (or a changed default) rerun the stages it changes, though the command line is the same."""
+    import contextlib
+    import importlib
+    import importlib.util
+    from mathlm.common import config_dict
+    try:
+        if argv[1] == "-m":
+            mod, args = importlib.import_module(argv[2]), argv[3:]
+        else:
+            spec = importlib.util.spec_from_file_location("_stage", argv[1])
+            mod = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(mod)
+            args = argv[2:]
+        if not hasattr(mod, "Config"):
+            return None
+        with contextlib.redirect_stdout(None), contextlib.redirect_stderr(None):
+            return config_dict(parse_config(mod.Config, getattr(mod, "PRESETS", None), args))
+    except (Exception, SystemExit):   # a stage with positional arguments: its command line says it all
+        return None
+
+
 def fingerprint(argv, inputs):
-    """The command (minus the interpreter path) and the content of each input file. Content, not
-    mtime: data_bin rewrites the same jsonl the tokenizer read, byte for byte, and that must not
-    make the tokenizer stale."""
-    h = hashlib.sha256(json.dumps(argv[1:]).encode())
+    """The command (minus the interpreter path), the stage's resolved config and the content of each
+    input file. Content, not mtime: data_bin rewrites the same jsonl the tokenizer read, byte for
+    byte, and that must not make the tokenizer stale."""
+    h = hashlib.sha256(json.dumps([argv[1:], resolved_config(argv)], default=str).encode())
     for p in inputs:
         h.update(f"{p}:{sha256_file(p) if os.path.exists(p) else 'missing'}".encode())
     return h.hexdigest()[:16]
@@ -235,9 +270,11 @@ def main(argv=None):
     if state.get("preset") not in (None, cfg.preset):
         print(f"[pipeline] preset changed {state['preset']} → {cfg.preset}: stages rerun where their commands differ")
     state["preset"] = cfg.preset
-    sources = dataset_sources(cfg) if lo <= STAGES.index("data_bin") else {}
-    if lo <= STAGES.index("data_bin") and sources:
+    skipped = {}
+    sources = dataset_sources(cfg, skipped) if lo <= STAGES.index("data_bin") else {}
+    if lo <= STAGES.index("data_bin"):
         state["datasets"] = {k: v or "hub" for k, v in sources.items()}
+        state["skipped"] = skipped
     t0 = time.time()
     for stage in STAGES[lo:hi + 1]:
         cmds = stage_commands(stage, cfg, sources)
