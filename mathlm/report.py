@@ -343,7 +343,8 @@ def accuracy_section(evals, gsm8k):
         src = next((s for s in acc[d].values() if s and "majority_baseline" in s), None)
         majority[d] = src and {k: src.get(k) for k in ("majority_baseline", "majority_answer", "majority_from")}
         flexible[d] = {t: s and {"strict": s.get("accuracy"), "flexible": s.get("flexible"),
-                                 "gap": None if s.get("flexible") is None else s["flexible"] - s["accuracy"]}
+                                 "gap": None if None in (s.get("flexible"), s.get("accuracy"))
+                                 else s["flexible"] - s["accuracy"]}  # answers the model did not declare
                        for t, s in acc[d].items()}
     if not domains:
         return acc, majority, flexible, [NOT_RUN]
@@ -373,7 +374,8 @@ def cell(recs):
 
 
 def paired(a, b, keys, a_name, b_name):
-    """Exact McNemar on the keys both row sets hold: b_name right / a_name wrong vs the reverse."""
+    """Exact McNemar on the keys both row sets hold: <a_name>_only = a right and b wrong, <b_name>_only the
+    reverse; the problems both got right or both wrong say nothing about which is better."""
     both = [k for k in keys if k in a and k in b]
     if not both:
         return None
@@ -391,16 +393,17 @@ def summary_cell(ev, domain, topic, level):
 
 
 def topic_groups(keys, meta):
-    """[(label, topic, level, keys)]: overall, each topic, and each (topic, level) when levels vary."""
+    """[(label, topic, level, keys)]: overall, each topic, and each (topic, level) of a topic whose levels vary
+    (one level would only repeat the topic's row)."""
     groups = [("overall", None, None, keys)]
     topics = sorted({meta[k].get("topic") for k in keys if meta[k].get("topic") is not None}, key=order)
     levels = {meta[k].get("level") for k in keys if meta[k].get("level") is not None}
     for t in topics:
         tk = [k for k in keys if meta[k].get("topic") == t]
         groups.append((str(t), t, None, tk))
-        if len(levels) > 1:
-            for lv in sorted({meta[k].get("level") for k in tk if meta[k].get("level") is not None}, key=order):
-                groups.append((f"{t} {level_name(lv)}", t, lv, [k for k in tk if meta[k].get("level") == lv]))
+        tl = sorted({meta[k].get("level") for k in tk if meta[k].get("level") is not None}, key=order)
+        if len(tl) > 1:
+            groups += [(f"{t} {level_name(lv)}", t, lv, [k for k in tk if meta[k].get("level") == lv]) for lv in tl]
     if not topics and len(levels) > 1:
         for lv in sorted(levels, key=order):
             groups.append((level_name(lv), None, lv, [k for k in keys if meta[k].get("level") == lv]))

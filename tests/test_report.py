@@ -145,6 +145,16 @@ def test_topic_table_mcnemar_on_paired_rows(full_report):
     assert not any("▼ worse" in line for line in md.splitlines() if line.startswith("| power_rule |"))
 
 
+def test_level_rows_only_where_a_topic_has_several_levels():
+    meta = {("calculus", 0): {"topic": "a", "level": 1}, ("calculus", 1): {"topic": "a", "level": 2},
+            ("calculus", 2): {"topic": "b", "level": 3}, ("calculus", 3): {"topic": "a", "level": 10}}
+    groups = report.topic_groups(sorted(meta), meta)
+    assert [(g[0], g[3]) for g in groups] == [
+        ("overall", sorted(meta)), ("a", [("calculus", 0), ("calculus", 1), ("calculus", 3)]),
+        ("a L1", [("calculus", 0)]), ("a L2", [("calculus", 1)]), ("a L10", [("calculus", 3)]),
+        ("b", [("calculus", 2)])]
+
+
 def test_samples_same_problems_for_every_checkpoint(full_report, tmp_path):
     d, rep, md, _ = full_report
     picks = rep["samples"]["calculus"]
