@@ -9,8 +9,8 @@ import random
 import pytest
 import torch
 
-from mathlm.train.grpo import (cut_tokens, fit_prompts, group_advantages, grpo_loss, kl_k3, pack, score,
-                               token_logprobs)
+from mathlm.train.grpo import (QuestionPool, cut_tokens, fit_prompts, group_advantages, grpo_loss, kl_k3, pack,
+                               pass_at, retired, score, token_logprobs)
 
 EPS = 1e-4
 
@@ -43,6 +43,80 @@ def test_group_advantages_by_hand():
 def test_all_zero_group_is_zero_signal_too():
     adv, zero = group_advantages(torch.zeros(2, 8), "group")
     assert zero.all() and torch.all(adv == 0)
+
+
+def test_pass_at_by_hand():
+    correct = torch.tensor([[1.0, 0.0, 0.0, 1.0],   # 2 of 4
+                            [0.0, 0.0, 0.0, 0.0],   # none: the one group without a correct sample
+                            [1.0, 1.0, 1.0, 1.0],   # 4 of 4
+                            [0.0, 0.0, 1.0, 0.0]])  # 1 of 4
+    p1, pg = pass_at(correct)
+    assert p1 == pytest.approx(7 / 16) and pg == pytest.approx(3 / 4)
+    assert pass_at(torch.ones(3, 8)) == (1.0, 1.0)
+    assert all(math.isnan(x) for x in pass_at(torch.zeros(0, 8)))
+
+
+# -----------------------------------------------------------------------------
+# the question pool: records, retirement, draws
+
+@pytest.mark.parametrize("rec,solved,unsolved,want", [
+    ([1, 8, 8, 1], True, True, False),    # solved G/G once: kept
+    ([2, 16, 16, 2], True, True, True),   # solved G/G in two draws: learned
+    ([3, 24, 20, 2], True, True, True),   # two G/G draws need not be consecutive
+    ([2, 16, 16, 2], False, True, False),  # --no-retire_solved
+    ([1, 8, 0, 0], True, True, False),    # never solved, but drawn once
+    ([2, 16, 0, 0], True, True, True),    # never solved in two draws: out of reach
+    ([2, 16, 0, 0], True, False, False),  # --no-retire_unsolved
+    ([5, 40, 1, 0], True, True, False),   # solved once in five draws: on the edge, kept
+    ([4, 32, 16, 1], True, True, False),  # half right: the questions that teach
+])
+def test_retired_table(rec, solved, unsolved, want):
+    assert retired(rec, solved, unsolved) is want
+
+
+def pool_of(n, **kw):
+    rows = [{"question": f"q{i}", "gold": str(i), "kind": "number", "task": "t"} for i in range(n)]
+    return QuestionPool({"t": rows}, {"t": 1.0}, **kw)
+
+
+def test_pool_draws_only_live_questions_and_resumes_exactly(tmp_path):
+    pool = pool_of(4)
+    for _ in range(2):
+        pool.record(("t", 0), 4, 4)  # all right twice
+        pool.record(("t", 1), 0, 4)  # all wrong twice
+        pool.record(("t", 2), 2, 4)  # half right twice: the edge
+    assert pool.live == {"t": [2, 3]}
+    assert pool.stats["t"][0] == [2, 8, 8, 2] and pool.stats["t"][2] == [2, 8, 4, 0]
+    gen = torch.Generator().manual_seed(0)
+    keys = pool.draw(200, gen)
+    assert {i for _, i in keys} == {2, 3}
+    assert pool.summary() == {"questions": 4, "drawn": 3, "edge": 1, "retired_solved": 1, "retired_unsolved": 1,
+                              "live": 2}
+
+    # resume: a pool rebuilt from the plain-data state (through torch.save, weights_only) draws the same
+    state = gen.get_state()
+    torch.save({"question_stats": pool.state()}, tmp_path / "pool.pt")
+    loaded = torch.load(tmp_path / "pool.pt", weights_only=True)["question_stats"]
+    again = pool_of(4)
+    again.load(loaded)
+    assert again.live == pool.live and again.stats == pool.stats
+    g2 = torch.Generator()
+    g2.set_state(state)
+    assert again.draw(50, g2) == pool.draw(50, gen)
+
+
+def test_pool_with_every_question_retired_draws_all_again():
+    pool = pool_of(3)
+    for i in range(3):
+        pool.record(("t", i), 0, 4)
+        pool.record(("t", i), 0, 4)
+    assert pool.live == {"t": []}
+    assert {i for _, i in pool.draw(100, torch.Generator().manual_seed(0))} == {0, 1, 2}
+    pool = pool_of(3, retire_solved=False, retire_unsolved=False)
+    for _ in range(3):
+        pool.record(("t", 0), 4, 4)
+        pool.record(("t", 1), 0, 4)
+    assert pool.live == {"t": [0, 1, 2]}
 
 
 # -----------------------------------------------------------------------------
@@ -315,14 +389,19 @@ def coin_rewards(monkeypatch):
     monkeypatch.setattr(grpo, "score", fake_score)
 
 
-def test_all_zero_signal_steps_are_counted_and_skipped(random_model_dir, capsys):
+@pytest.mark.parametrize("max_resample", [0, 3])
+def test_all_zero_signal_steps_are_counted_and_skipped(random_model_dir, capsys, max_resample):
     from mathlm.train import grpo
     from mathlm.train.common import load_checkpoint
     before = load_checkpoint(os.path.join(random_model_dir, "checkpoint_mathlm.pt"))["model"]
     hist = grpo.main(grpo_args(random_model_dir, "--preset", "smoke", "--max_steps", "2", "--eval_every", "-1",
-                               "--n_eval", "4"))
+                               "--n_eval", "4", "--max_resample", str(max_resample)))
     steps = [h for h in hist if "reward" in h]
     assert [h["skipped"] for h in steps] == [True, True] and all(h["zero_signal"] == 1.0 for h in steps)
+    # a random model answers nothing: every round's groups are dropped, so every round is spent,
+    # each drawing all 4 questions again
+    assert all(h["rounds"] == 1 + max_resample and h["groups_drawn"] == 4 * (1 + max_resample) for h in steps)
+    assert all(h["groups_signal"] == 0 and h["pass@1"] == 0 and h["pass@G"] == 0 for h in steps)
     assert "skipped: every group zero-signal" in capsys.readouterr().out
     after = torch.load(os.path.join(random_model_dir, "grpo.pt"), weights_only=True)
     assert after["step"] == 2 and after["stage"] == "grpo"
@@ -352,10 +431,150 @@ def test_resume_continues_exactly(random_model_dir, monkeypatch, extra):
     assert all(math.isnan(x) for x in kl) if "--beta" in extra else all(x >= 0 for x in kl)
 
 
+def scripted_rewards(monkeypatch, outcome):
+    """score replaced by one that reads only the question: outcome(question, G) → its G rewards. Returns
+    the logs of rollout rounds [(questions, correct (B, G))], update batches [(prompts, completions)] and
+    the rounds' sampled-token counts."""
+    from mathlm.train import grpo
+    log = {"rounds": [], "packed": [], "generated": []}
+
+    def fake_score(texts, questions, group_size, cut=None):
+        r = torch.tensor([outcome(q["question"], group_size) for q in questions], dtype=torch.float)
+        r = r.view(len(questions), group_size)
+        log["rounds"].append(([q["question"] for q in questions], r))
+        return r, torch.zeros_like(r), torch.zeros_like(r)  # (correct, format, truncated)
+
+    real_pack, real_rollout = grpo.pack, grpo.rollout
+
+    def logged_pack(prompts, completions, *a, **k):
+        log["packed"].append((prompts, completions))
+        return real_pack(prompts, completions, *a, **k)
+
+    def logged_rollout(model, tok, questions, group_size, *a, **k):
+        out = real_rollout(model, tok, questions, group_size, *a, **k)
+        if group_size > 1:  # not the held-out eval's greedy answers
+            log["generated"].append(out["n_generated"])
+        return out
+    monkeypatch.setattr(grpo, "score", fake_score)
+    monkeypatch.setattr(grpo, "pack", logged_pack)
+    monkeypatch.setattr(grpo, "rollout", logged_rollout)
+    return log
+
+
+def by_sum(question, G):
+    """a+b=? → all right when a+b is 0 mod 4, all wrong when 1 or 2, half right when 3 (the edge)."""
+    a, b = map(int, question.removesuffix("=?").split("+"))
+    return {0: [1.0] * G, 1: [0.0] * G, 2: [0.0] * G, 3: [1.0, 0.0] * (G // 2)}[(a + b) % 4]
+
+
+def split_steps(rounds, Q, G, max_resample):
+    """The rollout rounds grouped into steps by the dynamic-sampling rule, written out here on its own:
+    a step's round draws as many questions as signal groups are still missing, and the step ends at Q
+    signal groups or after 1 + max_resample rounds."""
+    steps, i = [], 0
+    while i < len(rounds):
+        step, signal = [], 0
+        while signal < Q and len(step) <= max_resample:
+            qs, r = rounds[i]
+            assert len(qs) == Q - signal
+            signal += int(((r.sum(1) > 0) & (r.sum(1) < G)).sum())
+            step.append(r)
+            i += 1
+        steps.append(step)
+    return steps
+
+
+def test_dynamic_sampling_draws_until_enough_groups_have_signal(random_model_dir, monkeypatch):
+    from mathlm.train import grpo
+    Q, G, R = 4, 4, 2
+    log = scripted_rewards(monkeypatch, by_sum)
+    hist = grpo.main(grpo_args(random_model_dir, "--preset", "smoke", "--max_steps", "5", "--eval_every", "-1",
+                               "--n_eval", "4", "--questions_per_step", str(Q), "--group_size", str(G),
+                               "--max_resample", str(R), "--ppo_epochs", "2", "--no-retire_solved",
+                               "--no-retire_unsolved"))
+    rows = [h for h in hist if "reward" in h]
+    steps = split_steps(log["rounds"], Q, G, R)
+    assert len(steps) == len(rows) == 5
+    assert any(len(s) > 1 for s in steps)  # a quarter of the questions have signal: steps resample
+    packed = iter(log["packed"])
+    generated = iter(log["generated"])
+    total = 0
+    for row, rounds in zip(rows, steps):
+        correct = torch.cat(rounds)
+        counts = correct.sum(1)
+        n_signal = int(((counts > 0) & (counts < G)).sum())
+        assert row["rounds"] == len(rounds) and row["groups_drawn"] == correct.size(0)
+        assert row["groups_signal"] == n_signal and (n_signal == Q or len(rounds) == 1 + R)
+        assert row["zero_signal"] == pytest.approx(1 - n_signal / correct.size(0))
+        assert row["pass@1"] == pytest.approx(float(correct.mean()))
+        assert row["pass@G"] == pytest.approx(float((counts > 0).float().mean()))
+        assert row["skipped"] == (n_signal == 0)
+        # the update trains on the signal groups' rows only, and the tokens count them once per epoch
+        update_tokens = 0
+        if n_signal:
+            prompts, comps = next(packed)
+            assert len(prompts) == n_signal * G
+            update_tokens = 2 * sum(len(p) + len(c) for p, c in zip(prompts, comps))
+        sampled = sum(next(generated) for _ in rounds)
+        assert row["step_tokens"] == sampled + update_tokens
+        total += row["step_tokens"]
+        assert row["tokens"] == total
+    summary = json.load(open(os.path.join(random_model_dir, "grpo.json")))
+    assert summary["tokens"] == total and summary["train_seconds"] > 0
+    assert summary["tokens_per_s"] == pytest.approx(total / summary["train_seconds"])
+    assert "question_stats" not in summary and summary["pool"]["drawn"] > 0
+
+
+def write_mini_task(d):
+    """mini.jsonl: six questions, two of each outcome under by_sum (no held-out file: no held-out accuracy)."""
+    with open(os.path.join(d, "mini.jsonl"), "w") as f:
+        for a, b in ((10, 10), (11, 13), (10, 11), (10, 12), (10, 13), (11, 12)):  # sums 0, 0, 1, 2, 3, 3 mod 4
+            f.write(json.dumps({"question": f"{a}+{b}=?", "answer": str(a + b)}) + "\n")
+
+
+def test_solved_and_unsolved_questions_retire_and_resume_keeps_the_pool(random_model_dir, monkeypatch):
+    from mathlm.train import grpo
+    d = random_model_dir
+    write_mini_task(d)
+    log = scripted_rewards(monkeypatch, by_sum)
+    common = ["--preset", "smoke", "--tasks", "mini", "--questions_per_step", "2", "--group_size", "4",
+              "--eval_every", "-1", "--n_eval", "4"]
+    straight = grpo.main(grpo_args(d, *common, "--max_steps", "10", "--out", os.path.join(d, "a.pt")))
+    # a question leaves the pool at its second all-right (or second all-wrong) draw and is not drawn in a
+    # later round (within one round questions are drawn with replacement)
+    seen, gone = {}, set()
+    for qs, r in log["rounds"]:
+        assert not gone & set(qs)
+        for q, rewards in zip(qs, r.tolist()):
+            c = sum(rewards)
+            if c in (0, 4):
+                seen[q] = seen.get(q, 0) + 1
+                if seen[q] == 2:
+                    gone.add(q)
+    assert gone == {"10+10=?", "11+13=?", "10+11=?", "10+12=?"}
+    a = torch.load(os.path.join(d, "a.pt"), weights_only=True)
+    assert a["pool"] == {"questions": 6, "drawn": 6, "edge": 2, "retired_solved": 2, "retired_unsolved": 2,
+                         "live": 2}
+    last = [h for h in straight if "reward" in h][-1]
+    assert last["zero_signal"] == 0 and last["groups_drawn"] == 2 and last["rounds"] == 1  # only the edge is left
+
+    # resumed halfway, the run draws what the straight one drew: the pool's records are in the checkpoint
+    grpo.main(grpo_args(d, *common, "--max_steps", "5", "--out", os.path.join(d, "b.pt")))
+    resumed = grpo.main(grpo_args(d, *common, "--max_steps", "10", "--out", os.path.join(d, "b.pt"), "--resume"))
+    b = torch.load(os.path.join(d, "b.pt"), weights_only=True)
+    assert a["question_stats"] == b["question_stats"] and a["pool"] == b["pool"]
+    for k in a["model"]:
+        torch.testing.assert_close(a["model"][k], b["model"][k], rtol=0, atol=0)
+    keys = ("step", "reward", "pass@G", "groups_drawn", "zero_signal", "rounds", "retired_solved", "step_tokens")
+    curve = lambda h: [tuple(r[k] for k in keys) for r in h if "reward" in r]
+    assert curve(straight) == curve(resumed) and b["tokens"] == a["tokens"]
+
+
 def test_bad_flags_die_in_one_line(random_model_dir):
     from mathlm.train import grpo
     for extra, msg in [(["--group_size", "1"], "group_size"), (["--loss_type", "ppo"], "loss_type"),
                        (["--scale_rewards", "batch"], "scale_rewards"), (["--tasks", "nope"], "nope"),
+                       (["--max_resample", "-1"], "max_resample"),
                        (["--init_from", "missing.pt"], "missing.pt")]:
         with pytest.raises(SystemExit) as e:
             grpo.main(grpo_args(random_model_dir, "--preset", "smoke", *extra))

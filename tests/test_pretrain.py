@@ -55,6 +55,9 @@ def test_resume_after_sigkill_is_bitwise_exact(gsm8k_workdir, tmp_path):
     assert f"resumed from {out} at step {killed_at}" in log
     a, b = weights(tmp_path / "straight.pt"), weights(out)
     assert all(torch.equal(a[k], b[k]) for k in a)
+    # the token count carries over the kill: the steps after the last checkpoint are redone, not counted twice
+    tokens = [json.load(open(tmp_path / f"{n}.json"))["tokens"] for n in ("straight", "killed")]
+    assert tokens == [120 * 8 * 128] * 2  # steps × batch_size × block_size (smoke preset, grad_accum 1)
 
 
 def test_kill_during_checkpoint_write_keeps_previous(tmp_path):
@@ -132,7 +135,12 @@ def test_loss_falls_on_real_gsm8k(gsm8k_workdir, tmp_path, capsys):
     # seeded, on the committed 200-row sample: 6.91 → 4.95 nats (60 steps, 0.16M params); a 1.5-nat margin
     # leaves room for platform noise
     assert vals[0] - vals[-1] > 1.5, vals
-    assert "val_loss/gsm8k" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "val_loss/gsm8k" in out
+    summary = json.load(open(tmp_path / "ck.json"))  # the report's throughput row
+    assert summary["tokens"] == 60 * 8 * 128 and summary["train_seconds"] > 0
+    assert summary["tokens_per_s"] == pytest.approx(summary["tokens"] / summary["train_seconds"])
+    assert f"pretrain: 60 steps, {60 * 8 * 128:,} tokens in " in out
 
 
 @pytest.mark.parametrize("extra,msg", [

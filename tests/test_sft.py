@@ -1,6 +1,7 @@
 """SFT: answer-only loss masking, token-weighted steps, per-domain val losses, the forgetting
 warning, the chat layout, and an end-to-end run with exact resume."""
 import dataclasses
+import json
 import os
 import random
 import shutil
@@ -289,6 +290,16 @@ def test_sft_end_to_end(workdir, capsys):
         assert evals[-1]["val"][name] < evals[0]["val"][name] - 0.5, evals
     assert any("loss" in h for h in ckpt["history"]) and history == ckpt["history"]
     assert os.path.exists(d / "checkpoint_mathlm.json")
+    # tokens: the non-padding inputs of every example drawn, replayed from the seeded sampler
+    _, tok, _ = workdir
+    domains, probs = sft.load_domains({"add": 1.0, "mul": 1.0}, str(d), tok.hash, 64, 16, verbose=False)
+    g = torch.Generator().manual_seed(1337)
+    want = sum(min(len(ids) - 1, 64) for _ in range(30)
+               for ids, _ in draw_examples(domains, probs, 8, g, 0.25, tok.user_id, tok.assistant_id, 64))
+    summary = json.load(open(d / "checkpoint_mathlm.json"))
+    assert summary["tokens"] == ckpt["tokens"] == want and summary["train_seconds"] > 0
+    assert summary["tokens_per_s"] == pytest.approx(want / summary["train_seconds"])
+    assert f"sft: 30 steps, {want:,} tokens in " in printed
 
 
 def test_sft_resume_is_exact(workdir, monkeypatch):
@@ -310,6 +321,7 @@ def test_sft_resume_is_exact(workdir, monkeypatch):
     assert a["step"] == b["step"] == 12
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
     assert torch.equal(a["rng"]["data"], b["rng"]["data"])
+    assert a["tokens"] == b["tokens"] > 0  # the resumed run counts on from the checkpoint
 
 
 def test_missing_everything_dies_naming_what_was_looked_for(workdir):

@@ -11,7 +11,11 @@ Checkpoint layout (a dict of tensors and plain Python data; `torch.load(weights_
     tokenizer_hash the vocabulary the model was trained with
     stage          "pretrain" | "sft" | "grpo"
     history        list of plain dicts (the logged curves, for the report card)
-A `<checkpoint>.json` summary beside it repeats everything but the tensors.
+    tokens         tokens processed by this stage so far (each trainer's docstring says which)
+    train_seconds  seconds spent in training steps (evals and checkpoint writes excluded)
+    tokens_per_s   tokens / train_seconds (None before the first step)
+A `<checkpoint>.json` summary beside it repeats everything but the tensors (and any bulky
+per-item state the trainer names in `json_exclude`).
 """
 import json
 import math
@@ -73,6 +77,15 @@ class Dist:
         dist.all_reduce(t)
         return t.item() / self.world
 
+    def all_sum(self, t):
+        """Sum a tensor across ranks; returned on the CPU (the tensor itself in one process)."""
+        if not self.enabled:
+            return t
+        import torch.distributed as dist
+        t = t.to(self.device)
+        dist.all_reduce(t)
+        return t.cpu()
+
     def barrier(self):
         if self.enabled:
             import torch.distributed as dist
@@ -81,6 +94,9 @@ class Dist:
     def close(self):
         if self.enabled:
             import torch.distributed as dist
+            # leave together: a rank that exits while its peer still holds live gloo pairs can make the
+            # peer's transport thread throw "Connection reset by peer" and abort it (SIGABRT, -6)
+            dist.barrier()
             dist.destroy_process_group()
 
 
@@ -132,10 +148,10 @@ def init_wandb(enabled, project, run_name, config, master=True):
 # -----------------------------------------------------------------------------
 # checkpoints
 
-def save_checkpoint(path, ckpt):
-    """Atomic torch.save plus a JSON summary (everything but tensors) beside it."""
+def save_checkpoint(path, ckpt, json_exclude=()):
+    """Atomic torch.save plus a JSON summary (everything but tensors and `json_exclude`) beside it."""
     atomic_save(ckpt, path)
-    summary = {k: v for k, v in ckpt.items() if k not in ("model", "optimizer", "rng")}
+    summary = {k: v for k, v in ckpt.items() if k not in ("model", "optimizer", "rng", *json_exclude)}
     atomic_write_json(os.path.splitext(path)[0] + ".json", summary)
 
 
@@ -176,6 +192,18 @@ def check_compatible(path, ckpt, model_config, tokenizer_hash):
         if diff:
             k, (a, b) = next(iter(diff.items()))
             die(f"{path} has {k}={a}, this run asks for {k}={b} — pass matching flags or start a new run")
+
+
+def throughput(tokens, seconds):
+    """The checkpoint's throughput keys: tokens, train_seconds, tokens_per_s (None before any step)."""
+    return {"tokens": int(tokens), "train_seconds": seconds,
+            "tokens_per_s": tokens / seconds if seconds > 0 else None}
+
+
+def throughput_line(stage, steps, tokens, seconds):
+    """The last line of a trainer: `pretrain: 600 steps, 1,228,800 tokens in 301 s (4,082 tok/s)`."""
+    rate = f"{tokens / seconds:,.0f}" if seconds > 0 else "-"
+    return f"{stage}: {steps:,} steps, {int(tokens):,} tokens in {seconds:,.1f} s ({rate} tok/s)"
 
 
 def write_history(path, history):

@@ -4,6 +4,7 @@
     python -m mathlm.train.grpo --preset tiny             # 2 CPU cores, minutes
     python -m mathlm.train.grpo --scale_rewards none      # Dr. GRPO: advantages not divided by the std
     python -m mathlm.train.grpo --loss_type dapo          # per-token mean instead of per-sequence mean
+    python -m mathlm.train.grpo --max_resample 0          # no dynamic sampling: one rollout batch a step
     python -m mathlm.train.grpo --resume                  # continue exactly where it stopped
     torchrun --nproc_per_node 8 -m mathlm.train.grpo      # DDP: each rank rolls out its share of questions
 
@@ -12,22 +13,43 @@ math_tokenizer/, <task>.jsonl (questions to train on) and <task>_test.jsonl (hel
 accuracy) for each task in --tasks. A row is {"question", "answer"} plus optionally "final"
 (the gold answer; else the number after "####" in answer) and "kind" (number | expr |
 antiderivative; default number).
-Writes: checkpoint_mathlm_grpo.pt (+ .json with the history: reward, pass@1, pass@G, KL, ...)
-at every eval and at the end, atomically.
+Writes: checkpoint_mathlm_grpo.pt (+ .json with the history per step: reward, pass@1, pass@G,
+groups_drawn, zero_signal, KL, tokens, tok_s, ...; the question pool's summary; tokens,
+train_seconds, tokens_per_s) at every eval and at the end, atomically.
 
 One step:
- 1. draw questions_per_step questions; prefill each prompt once and sample its group_size (G)
-    completions together from the KV cache (GPT.generate with num_samples=G);
+ 1. draw questions; prefill each prompt once and sample its group_size (G) completions together
+    from the KV cache (GPT.generate with num_samples=G);
  2. cut each completion at <|eos|> (kept, it is the model's decision to stop) or at the next
-    "Q:" turn; score it with mathlm.eval.answers: correctness 1/0, format 1/0 (logged always,
-    added to the reward only with --format_reward_weight > 0);
- 3. advantages within each group: (r - mean) / (std + eps), or r - mean with --scale_rewards
-    none. A group whose G rewards are all equal has no signal: it is counted and dropped;
- 4. loss on completion tokens: -min(ratio * A, clip(ratio, 1 ± clip_eps) * A) + beta * KL,
+    "Q:" turn; score it with mathlm.eval.answers: the reward is correctness, 1/0 (a completion
+    cut at max_new_tokens before declaring an answer earns 0). Format is logged, never rewarded;
+ 3. dynamic sampling (DAPO): a group whose G rewards are all equal (all right or all wrong) has
+    zero advantage — no gradient, only KL and a diluted normaliser — so it is dropped and counted,
+    and further rollout rounds draw as many new questions as groups with signal are still missing,
+    until the step has questions_per_step of them or --max_resample extra rounds are spent;
+ 4. advantages within each kept group: (r - mean) / (std + eps), or r - mean with --scale_rewards
+    none;
+ 5. loss on completion tokens: -min(ratio * A, clip(ratio, 1 ± clip_eps) * A) + beta * KL,
     KL the k3 estimator against the reference; averaged per sequence then over sequences
     (grpo) or over all tokens (dapo); ppo_epochs optimizer steps on the batch (ratio = 1 on
     the first: old log-probs are those of the policy that sampled).
+
+The edge of competence: only questions the policy solves sometimes teach it anything — pass
+rates of roughly 10% to 90%; outside that band G = 8 samples mostly agree (at a 10% pass rate
+43% of the groups are all wrong). Every question's rollouts are recorded (draws, samples,
+correct, draws solved G/G); one solved G/G in two draws is learned, one never solved in two
+draws is out of reach for now, and both leave the pool (--retire_solved, --retire_unsolved), so
+the draws concentrate on questions whose measured pass rate lies strictly between 0 and 1. A task
+whose questions have all retired is no longer drawn; once every task's have, all are drawn again.
+The records are in the checkpoint, so --resume continues with the same pool.
+
+Logged per step: groups_drawn (over all rounds), zero_signal (the fraction of them dropped),
+pass@1 (mean reward over every sample drawn) and pass@G (the fraction of drawn groups with at
+least one correct sample); tokens = sampled tokens + the prompt and completion tokens of the
+update's policy forward (once per ppo epoch; the reference's forward and padding not counted),
+tok_s = those over the step's wall time, gen_tok_s = sampled tokens over the rollout time.
 """
+import bisect
 import os
 import random
 import time
@@ -38,7 +60,7 @@ import torch
 from mathlm.common import autocast, config_dict, die, parse_config
 from mathlm.format import STOP_STRINGS, cut_completion, qa_prompt
 from mathlm.train.common import (check_compatible, get_lr, init_wandb, load_checkpoint,
-                                 model_from_checkpoint, save_checkpoint, setup)
+                                 model_from_checkpoint, save_checkpoint, setup, throughput, throughput_line)
 from mathlm.train.pretrain import maybe_compile
 
 
@@ -51,7 +73,10 @@ class Config:
     tasks: str = "gsm8k:1,calculus:1"  # name:weight — questions from <name>.jsonl, held-out from <name>_test.jsonl
     # rollouts
     group_size: int = 8             # G completions per question
-    questions_per_step: int = 16    # questions per step (global, split across ranks)
+    questions_per_step: int = 16    # groups with signal wanted per step (global, split across ranks)
+    max_resample: int = 3           # extra rollout rounds a step may draw to replace zero-variance groups; 0 = none
+    retire_solved: bool = True      # a question solved G/G in two draws leaves the pool
+    retire_unsolved: bool = True    # a question never solved in two draws leaves the pool
     max_new_tokens: int = 256       # GSM8K reference answers average 125 tokens (docs/BENCHMARKS.md): 128 cuts many
     temperature: float = 1.0        # rollout sampling temperature; > 0, or every group is zero-signal
     top_k: int = 0                  # 0 = off
@@ -61,7 +86,6 @@ class Config:
     clip_eps: float = 0.2           # PPO ratio clip
     scale_rewards: str = "group"    # group: (r - mean) / (std + eps) | none: r - mean (Dr. GRPO)
     loss_type: str = "grpo"         # grpo: mean per sequence, then over sequences | dapo: mean over all tokens
-    format_reward_weight: float = 0.0  # > 0 adds format_reward (one "#### answer" line) to the correctness reward
     ppo_epochs: int = 1             # optimizer steps per rollout batch (mu); > 1 stores the sampler's log-probs
     micro_batch: int = 32           # sequences per forward/backward in the update
     # optimisation
@@ -107,6 +131,8 @@ def validate(cfg):
               "n_eval", "eval_batch", "log_every"):
         if getattr(cfg, k) <= 0:
             die(f"--{k} must be positive (got {getattr(cfg, k)})")
+    if cfg.max_resample < 0:
+        die(f"--max_resample must be non-negative (got {cfg.max_resample})")
     if cfg.group_size < 2:
         die("--group_size must be at least 2: advantages compare completions within a group")
     if cfg.scale_rewards not in ("group", "none"):
@@ -263,16 +289,86 @@ def fit_prompts(rows, tok, limit):
     return kept, len(rows) - len(kept)
 
 
-def draw_questions(train, weights, n, gen):
-    """n questions: a task by weight, then a row uniformly, both from the seeded generator `gen`."""
-    names = list(train)
-    p = torch.tensor([weights[k] for k in names], dtype=torch.float)
-    tasks = torch.multinomial(p, n, replacement=True, generator=gen).tolist()
-    out = []
-    for t in tasks:
-        rows = train[names[t]]
-        out.append(rows[int(torch.randint(len(rows), (1,), generator=gen))])
-    return out
+# -----------------------------------------------------------------------------
+# the question pool: every question's rollout record, and the edge-of-competence filter
+
+def pass_at(correct):
+    """correct (B, G) 1/0 → (pass@1, pass@G): the mean over all B*G samples, and the fraction of the
+    B groups with at least one correct sample. nan for an empty batch."""
+    correct = correct.float()
+    if correct.numel() == 0:
+        return float("nan"), float("nan")
+    return float(correct.mean()), float((correct.max(1).values > 0).float().mean())
+
+
+def retired(rec, solved=True, unsolved=True):
+    """rec = [draws, samples, correct, draws solved G/G] → whether the question leaves the pool: solved
+    G/G in two draws (learned: its groups are zero-variance) or never solved in two draws (out of reach
+    for now: zero-variance too)."""
+    draws, _, correct, all_right = rec
+    return (solved and all_right >= 2) or (unsolved and draws >= 2 and correct == 0)
+
+
+class QuestionPool:
+    """The training questions of each task, keyed (task, row index), with a record per question drawn
+    and the sorted list of those still drawn (live). Drawing is a task by weight among those with a live
+    question, then a live question uniformly, both from the caller's seeded generator; the records are
+    plain data (`state`/`load`), so a resumed run draws what the uninterrupted one would."""
+
+    def __init__(self, train, weights, retire_solved=True, retire_unsolved=True):
+        self.train, self.weights = train, weights
+        self.solved, self.unsolved = retire_solved, retire_unsolved
+        self.stats = {t: {} for t in train}  # {task: {row index: [draws, samples, correct, all_right]}}
+        self.live = {t: list(range(len(rows))) for t, rows in train.items()}
+
+    def row(self, key):
+        return self.train[key[0]][key[1]]
+
+    def draw(self, n, gen):
+        """n (task, index) keys, with replacement. Once every question has retired, all are drawn again."""
+        names = [t for t in self.train if self.weights[t] > 0]
+        names = [t for t in names if self.live[t]] or names
+        p = torch.tensor([self.weights[t] for t in names], dtype=torch.float)
+        tasks = torch.multinomial(p, n, replacement=True, generator=gen).tolist() if n else []
+        out = []
+        for k in tasks:
+            t = names[k]
+            live = self.live[t] or range(len(self.train[t]))
+            out.append((t, live[int(torch.randint(len(live), (1,), generator=gen))]))
+        return out
+
+    def record(self, key, correct, group_size):
+        """One group's result: `correct` of its group_size samples were right."""
+        t, i = key
+        rec = self.stats[t].setdefault(i, [0, 0, 0, 0])
+        rec[0] += 1
+        rec[1] += group_size
+        rec[2] += correct
+        rec[3] += int(correct == group_size)
+        if retired(rec, self.solved, self.unsolved):
+            live = self.live[t]
+            j = bisect.bisect_left(live, i)
+            if j < len(live) and live[j] == i:
+                del live[j]
+
+    def state(self):
+        return {t: {i: list(r) for i, r in recs.items()} for t, recs in self.stats.items()}
+
+    def load(self, state):
+        for t in self.train:
+            self.stats[t] = {int(i): list(r) for i, r in (state or {}).get(t, {}).items()}
+            self.live[t] = [i for i in range(len(self.train[t]))
+                            if i not in self.stats[t] or not retired(self.stats[t][i], self.solved, self.unsolved)]
+
+    def summary(self):
+        """Counts for the log and the .json: questions, drawn (at least once), edge (drawn, pass rate
+        strictly between 0 and 1), retired_solved, retired_unsolved, live."""
+        recs = [r for recs in self.stats.values() for r in recs.values()]
+        return {"questions": sum(len(rows) for rows in self.train.values()), "drawn": len(recs),
+                "edge": sum(0 < r[2] < r[1] for r in recs),
+                "retired_solved": sum(retired(r, self.solved, False) for r in recs),
+                "retired_unsolved": sum(retired(r, False, self.unsolved) for r in recs),
+                "live": sum(len(v) for v in self.live.values())}
 
 
 # -----------------------------------------------------------------------------
@@ -313,6 +409,8 @@ def rollout(model, tok, questions, group_size, max_new_tokens, temperature=1.0, 
     """Sample group_size completions per question in one batched generate (each prompt prefilled once).
     Returns a dict: prompts (B lists), completions (B*G kept id lists, question-major), texts (B*G
     answer strings), n_generated (tokens sampled, eos included)."""
+    if not questions:  # a DDP rank whose share of a small resample round is empty
+        return {"prompts": [], "completions": [], "texts": [], "n_generated": 0}
     prompts = [prompt_ids(tok, q["question"]) for q in questions]
     with autocast(device, dtype):
         steps = list(model.generate(prompts, max_new_tokens, temperature=temperature, top_k=top_k or None,
@@ -446,13 +544,17 @@ def main(argv=None):
     del init
     optimizer = raw_model.configure_optimizers(cfg.weight_decay, cfg.lr, (cfg.beta1, cfg.beta2), device.split(":")[0])
     data_gen = torch.Generator().manual_seed(cfg.seed)  # question sampler: identical on every rank
+    pool = QuestionPool(train, weights, cfg.retire_solved, cfg.retire_unsolved)  # identical on every rank too
     step, history = 0, []
+    tokens, train_seconds = 0, 0.0  # totals over the run, resumed ones included
     if resuming:
         if "optimizer" in state:
             optimizer.load_state_dict(state["optimizer"])
         data_gen.set_state(state["rng"]["data"])
         torch.set_rng_state(state["rng"]["torch"])
+        pool.load(state.get("question_stats"))
         step, history = state["step"], state.get("history", [])
+        tokens, train_seconds = state.get("tokens", 0), state.get("train_seconds", 0.0)
         if dist.master:
             print(f"resumed from {cfg.out} at step {step:,}")
     del state
@@ -461,8 +563,10 @@ def main(argv=None):
     logger = init_wandb(cfg.wandb, cfg.wandb_project, cfg.run_name, config_dict(cfg), dist.master)
     G, Q = cfg.group_size, cfg.questions_per_step
     if dist.master:
+        retire = [k for k, on in (("solved", cfg.retire_solved), ("unsolved", cfg.retire_unsolved)) if on]
         print(f"rollouts/step {Q * G:,} = {Q} questions × {G} samples ({dist.world} process"
-              f"{'es' if dist.world > 1 else ''}) | {cfg.max_new_tokens} new tokens max | beta {cfg.beta:g} | "
+              f"{'es' if dist.world > 1 else ''}), up to {cfg.max_resample} resample rounds | retire "
+              f"{' and '.join(retire) or 'none'} | {cfg.max_new_tokens} new tokens max | beta {cfg.beta:g} | "
               f"{cfg.loss_type} loss, {cfg.scale_rewards} scaling | {cfg.max_steps:,} steps")
 
     def checkpoint():
@@ -472,7 +576,9 @@ def main(argv=None):
             "model": raw_model.state_dict(), "optimizer": optimizer.state_dict(), "model_config": mc,
             "config": config_dict(cfg), "step": step,
             "rng": {"data": data_gen.get_state(), "torch": torch.get_rng_state()},
-            "tokenizer_hash": tok.hash, "stage": "grpo", "history": history, "n_params": raw_model.num_params()})
+            "tokenizer_hash": tok.hash, "stage": "grpo", "history": history, "n_params": raw_model.num_params(),
+            **throughput(tokens, train_seconds), "pool": pool.summary(), "question_stats": pool.state()},
+            json_exclude=("question_stats",))  # one record per question drawn: the .json keeps the summary
 
     def evaluate_and_save():
         if dist.master:
@@ -531,6 +637,48 @@ def main(argv=None):
         stats["grad_norm"] = grad_norm
         return stats
 
+    # --- one step's rollouts: DAPO's dynamic sampling ------------------------
+    def sample_groups():
+        """Rollout rounds until Q groups have signal or max_resample extra rounds are spent; round k draws
+        as many questions as signal groups are still missing. Every rank draws each round's questions from
+        the shared generator and rolls out its share; the (n, G) correct matrix is summed across ranks, so
+        every rank records the same results in the pool and draws the same next round.
+        Returns (this rank's signal rows: prompts, completions, advantages (one per group, (G,) each);
+        the global correct matrix of every group drawn, (groups_drawn, G); rounds; this rank's sums)."""
+        prompts, comps, advs, drawn = [], [], [], []
+        sums = {"format": 0.0, "truncated": 0.0, "len": 0, "samples": 0, "generated": 0}
+        n_signal, rounds = 0, 0
+        while n_signal < Q and rounds <= cfg.max_resample:
+            keys = pool.draw(Q - n_signal, data_gen)
+            mine = list(range(dist.rank, len(keys), dist.world))
+            questions = [pool.row(keys[j]) for j in mine]
+            ro = rollout(raw_model, tok, questions, G, cfg.max_new_tokens, cfg.temperature, cfg.top_k, cfg.top_p,
+                         seed=cfg.seed + 7919 * step + 104_729 * rounds + dist.rank, device=device, dtype=dtype)
+            cut = [len(c) >= cfg.max_new_tokens and tok.eos_id not in c for c in ro["completions"]]
+            correct, fmt, truncated = score(ro["texts"], questions, G, cut)
+            everyone = torch.zeros(len(keys), G, dtype=torch.float64)
+            everyone[mine] = correct.double()
+            everyone = dist.all_sum(everyone)  # (n, G): every rank's groups, on every rank
+            counts = [int(c) for c in everyone.sum(1).tolist()]
+            for key, c in zip(keys, counts):
+                pool.record(key, c, G)
+            # rewards are 1/0: a group has zero variance exactly when none or all of its G samples are right
+            adv, _ = group_advantages(correct, cfg.scale_rewards)
+            for b, j in enumerate(mine):
+                if 0 < counts[j] < G:
+                    prompts += [ro["prompts"][b]] * G
+                    comps += ro["completions"][b * G:(b + 1) * G]
+                    advs.append(adv[b])
+            n_signal += sum(0 < c < G for c in counts)
+            drawn.append(everyone)
+            sums["format"] += float(fmt.sum())
+            sums["truncated"] += float(truncated.sum())
+            sums["len"] += sum(len(c) for c in ro["completions"])
+            sums["samples"] += len(ro["completions"])
+            sums["generated"] += ro["n_generated"]
+            rounds += 1
+        return prompts, comps, advs, torch.cat(drawn), rounds, sums
+
     # --- the loop ------------------------------------------------------------
     bar = None
     if dist.master and cfg.progress:
@@ -545,59 +693,62 @@ def main(argv=None):
         lr = get_lr(step, cfg.lr, cfg.min_lr, cfg.warmup_steps, cfg.max_steps)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        # every rank draws the whole batch from the shared generator and keeps its own share
-        questions = draw_questions(train, weights, Q, data_gen)[dist.rank::dist.world]
         raw_model.eval()
-        ro = rollout(raw_model, tok, questions, G, cfg.max_new_tokens, cfg.temperature, cfg.top_k, cfg.top_p,
-                     seed=cfg.seed + 7919 * step + dist.rank, device=device, dtype=dtype)
+        prompts, comps, advs, drawn, rounds, sums = sample_groups()
         t_gen = time.time() - t0
         raw_model.train()
-        cut = [len(c) >= cfg.max_new_tokens and tok.eos_id not in c for c in ro["completions"]]
-        correct, fmt, truncated = score(ro["texts"], questions, G, cut)
-        reward = correct + cfg.format_reward_weight * fmt if cfg.format_reward_weight > 0 else correct
-        adv, zero = group_advantages(reward, cfg.scale_rewards)
+        counts = drawn.sum(1)
+        signal = (counts > 0) & (counts < G)  # the groups kept, over all ranks and rounds
 
-        # zero-signal groups are dropped: they would only add KL and dilute the normaliser
-        keep = [i for i in range(len(questions) * G) if not zero[i // G]]
-        prompts = [ro["prompts"][i // G] for i in keep]
-        comps = [ro["completions"][i] for i in keep]
-        n_rows_all = dist.mean(len(keep)) * dist.world
+        # zero-variance groups were dropped: they would only add KL and dilute the normaliser
+        n_rows_all = int(signal.sum()) * G
         n_tok_all = dist.mean(sum(len(c) for c in comps)) * dist.world
         skipped = n_rows_all == 0
         stats = {"loss": float("nan"), "kl": float("nan"), "clip_frac": float("nan"), "grad_norm": float("nan")}
-        if not skipped:  # every group of the global batch zero-signal: no gradient, no optimizer step
-            if keep:
+        if not skipped:  # no group of any round had signal: no gradient, no optimizer step
+            if prompts:
                 idx, mask = pack(prompts, comps, tok.pad_id, multiple)
-                adv_k = adv.view(-1)[keep]
+                adv_k = torch.cat(advs)
             else:
                 idx, mask, adv_k = torch.zeros(0, 1, dtype=torch.long), torch.zeros(0, 0), torch.zeros(0)
             stats = update(idx, mask, adv_k, n_rows_all, n_tok_all)
         step += 1
+        dt = time.time() - t0
+        # tokens through the policy: those sampled, and the update's rows once per epoch (no padding)
+        my_tokens = sums["generated"] + cfg.ppo_epochs * sum(len(p) + len(c) for p, c in zip(prompts, comps))
+        step_tokens = round(dist.mean(my_tokens) * dist.world)
+        tokens += step_tokens
+        train_seconds += dt
         if bar is not None:
             bar.update(1)
 
         if step % cfg.log_every == 0 or step == cfg.max_steps:
-            dt = time.time() - t0
-            lens = [len(c) for c in ro["completions"]]
-            row = {"step": step, "reward": dist.mean(reward.mean()), "pass@1": dist.mean(correct.mean()),
-                   "pass@G": dist.mean((correct.max(1).values > 0).float().mean()),
-                   "format": dist.mean(fmt.mean()), "zero_signal": dist.mean(zero.float().mean()),
-                   "truncated": dist.mean(truncated.sum()) * dist.world,  # completions cut before an answer
+            p1, pg = pass_at(drawn)
+            n_samples = max(dist.mean(sums["samples"]) * dist.world, 1)
+            pool_now = pool.summary()
+            row = {"step": step, "reward": p1, "pass@1": p1, "pass@G": pg,
+                   "groups_drawn": drawn.size(0), "groups_signal": int(signal.sum()),
+                   "zero_signal": 1.0 - float(signal.float().mean()), "rounds": rounds,
+                   "retired_solved": pool_now["retired_solved"], "retired_unsolved": pool_now["retired_unsolved"],
+                   "format": dist.mean(sums["format"]) * dist.world / n_samples,
+                   "truncated": dist.mean(sums["truncated"]) * dist.world,  # completions cut before an answer
                    "kl": dist.mean(stats["kl"]) * dist.world / max(n_tok_all, 1),
-                   "len": dist.mean(sum(lens) / len(lens)), "loss": dist.mean(stats["loss"]) * dist.world,
+                   "len": dist.mean(sums["len"]) * dist.world / n_samples,
+                   "loss": dist.mean(stats["loss"]) * dist.world,
                    "clip_frac": dist.mean(stats["clip_frac"]) * dist.world / max(n_tok_all, 1),
                    "grad_norm": stats["grad_norm"], "lr": lr, "skipped": skipped,
-                   "tok_s": dist.mean(ro["n_generated"] / max(t_gen, 1e-9)) * dist.world, "dt": dt}
+                   "tokens": tokens, "step_tokens": step_tokens, "tok_s": step_tokens / max(dt, 1e-9),
+                   "gen_tok_s": dist.mean(sums["generated"]) * dist.world / max(t_gen, 1e-9), "dt": dt}
             history.append(row)
             if dist.master:
                 eta = (cfg.max_steps - step) * dt
                 kl = "-" if row["kl"] != row["kl"] else f"{row['kl']:.4f}"  # nan (no reference pass) prints as -
                 line = (f"step {step:05d}/{cfg.max_steps:05d} ({100 * step / cfg.max_steps:.1f}%)"
-                        f" | reward {row['reward']:.3f} | pass@1 {row['pass@1']:.3f} | pass@{G} {row['pass@G']:.3f}"
-                        f" | format {row['format']:.2f} | zero_signal {row['zero_signal']:.2f}"
-                        f" | truncated {row['truncated']:.0f} | kl {kl}"
-                        f" | len {row['len']:.1f} | lr {lr:.1e}"
-                        f" | dt {dt:.1f}s | tok/s {row['tok_s']:,.0f} | eta {eta / 60:.1f}m"
+                        f" | pass@1 {p1:.3f} | pass@{G} {pg:.3f} | groups {row['groups_drawn']} in {rounds} rounds"
+                        f" | zero_signal {row['zero_signal']:.2f} | retired {row['retired_solved']} solved"
+                        f" {row['retired_unsolved']} unsolved | format {row['format']:.2f}"
+                        f" | truncated {row['truncated']:.0f} | kl {kl} | len {row['len']:.1f} | lr {lr:.1e}"
+                        f" | dt {dt:.1f}s | tok {step_tokens:,} | tok/s {row['tok_s']:,.0f} | eta {eta / 60:.1f}m"
                         + (" | skipped: every group zero-signal" if skipped else ""))
                 (bar.write if bar is not None else print)(line)
                 logger.log({k: v for k, v in row.items() if k != "step"}, step=step)
@@ -610,6 +761,7 @@ def main(argv=None):
         evaluate_and_save()
     if dist.master:
         print(f"wrote {cfg.out} (step {step:,}, {raw_model.num_params() / 1e6:.2f}M params)")
+        print(throughput_line("grpo", step, tokens, train_seconds))
     logger.finish()
     dist.close()
     return history

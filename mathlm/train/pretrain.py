@@ -10,8 +10,9 @@
 Reads: math_tokenizer/, the .bin files named in --mixture (train.bin/val.bin from
 build_pretrain, <name>.bin from the downloaders and generators).
 Writes: checkpoint.pt (model, optimizer, step, configs, RNG + data-sampler state, tokenizer
-hash) every --ckpt_every steps and at the end, atomically; checkpoint.json (the same minus
-tensors, with the loss history).
+hash) every --eval_every steps and at the end, atomically; checkpoint.json (the same minus
+tensors, with the loss history, and tokens / train_seconds / tokens_per_s: tokens are the
+global batch's, batch_size × block_size × grad_accum a step, the seconds those of the steps).
 
 Global batch = batch_size × block_size × grad_accum tokens per optimizer step, whatever the
 number of GPUs: each of N ranks runs grad_accum/N micro-steps. The micro-batches are drawn
@@ -26,7 +27,7 @@ import torch
 
 from mathlm.common import autocast, config_dict, die, parse_config
 from mathlm.train.common import (check_compatible, get_lr, init_wandb, load_checkpoint, save_checkpoint,
-                                 setup)
+                                 setup, throughput, throughput_line)
 
 DEFAULT_MIXTURE = ("train.bin:0.6,numina.bin:0.1,openr1.bin:0.1,math.bin:0.05,gsm8k.bin:0.05,"
                    "calculus.bin:0.05,ml_math.bin:0.05")
@@ -159,6 +160,7 @@ def main(argv=None):
                                                device.split(":")[0])
     data_gen = torch.Generator().manual_seed(cfg.seed)  # the data sampler: its state is the position
     step, history = 0, []
+    tokens, train_seconds = 0, 0.0  # totals over the run, resumed ones included
     if cfg.resume and os.path.exists(cfg.out):
         ckpt = load_checkpoint(cfg.out)
         check_compatible(cfg.out, ckpt, mc, tok.hash)
@@ -167,6 +169,7 @@ def main(argv=None):
         data_gen.set_state(ckpt["rng"]["data"])
         torch.set_rng_state(ckpt["rng"]["torch"])
         step, history = ckpt["step"], ckpt.get("history", [])
+        tokens, train_seconds = ckpt.get("tokens", 0), ckpt.get("train_seconds", 0.0)
         if dist.master:
             print(f"resumed from {cfg.out} at step {step:,}")
     elif cfg.resume and dist.master:
@@ -207,7 +210,7 @@ def main(argv=None):
                 "model_config": mc, "config": config_dict(cfg), "step": step,
                 "rng": {"data": data_gen.get_state(), "torch": torch.get_rng_state()},
                 "tokenizer_hash": tok.hash, "stage": "pretrain", "history": history,
-                "n_params": raw_model.num_params()}
+                "n_params": raw_model.num_params(), **throughput(tokens, train_seconds)}
         save_checkpoint(cfg.out, ckpt)
 
     def evaluate_and_save():
@@ -231,6 +234,7 @@ def main(argv=None):
     if step == 0 and cfg.eval_every > 0:
         evaluate_and_save()
     while step < cfg.max_steps:
+        t0 = time.time()
         lr = get_lr(step, cfg.lr, cfg.min_lr, cfg.warmup_steps, cfg.max_steps)
         for group in optimizer.param_groups:
             group["lr"] = lr
@@ -254,6 +258,8 @@ def main(argv=None):
         optimizer.zero_grad(set_to_none=True)
         step += 1
         tokens_since += tokens_per_step
+        tokens += tokens_per_step
+        train_seconds += time.time() - t0
         if bar is not None:
             bar.update(1)
 
@@ -283,6 +289,7 @@ def main(argv=None):
         evaluate_and_save()
     if dist.master:
         print(f"wrote {cfg.out} (step {step:,}, {raw_model.num_params() / 1e6:.2f}M params)")
+        print(throughput_line("pretrain", step, tokens, train_seconds))
     logger.finish()
     dist.close()
     return history

@@ -11,7 +11,9 @@ datasets named in --mixture: <name>.bin + <name>.idx.npy + <name>.meta.json (wri
 download_/generate_ stages; missing ones are named and skipped).
 Writes: checkpoint_mathlm.pt (model, optimizer, step, configs, RNG + sampler state, tokenizer
 hash, history) at every eval, every --ckpt_every steps and at the end, atomically;
-checkpoint_mathlm.json (the same minus tensors: the train-loss curve and the per-domain val tables).
+checkpoint_mathlm.json (the same minus tensors: the train-loss curve, the per-domain val tables,
+and tokens / train_seconds / tokens_per_s: tokens are the non-padding input tokens of every
+example, questions included, the seconds those of the optimizer steps).
 
 What is learned: only answer tokens. Labels are -100 on the question, on the role tokens
 (<|user|>, <|assistant|>) and on the right padding; the answer's closing <|eos|> is learned, so
@@ -43,7 +45,7 @@ import torch.nn.functional as F
 
 from mathlm.common import autocast, config_dict, die, parse_config
 from mathlm.train.common import (check_compatible, get_lr, init_wandb, load_checkpoint,
-                                 model_from_checkpoint, save_checkpoint, setup)
+                                 model_from_checkpoint, save_checkpoint, setup, throughput, throughput_line)
 from mathlm.train.pretrain import maybe_compile, parse_mixture
 
 DEFAULT_MIXTURE = "calculus:1,ml_math:1,gsm8k:1,math:1,numina:0.5,openr1:0.5"
@@ -310,11 +312,13 @@ def main(argv=None):
                                                device.split(":")[0])
     data_gen = torch.Generator().manual_seed(cfg.seed)  # the example sampler: its state is the position
     step, history, val_start = 0, [], None
+    tokens, train_seconds = 0, 0.0  # totals over the run, resumed ones included
     if resume:
         optimizer.load_state_dict(ckpt["optimizer"])
         data_gen.set_state(ckpt["rng"]["data"])
         torch.set_rng_state(ckpt["rng"]["torch"])
         step, history, val_start = ckpt["step"], ckpt.get("history", []), ckpt.get("val_start")
+        tokens, train_seconds = ckpt.get("tokens", 0), ckpt.get("train_seconds", 0.0)
         if dist.master:
             print(f"resumed from {cfg.out} at step {step:,}")
     init_from = ckpt.get("init_from", cfg.init_from) if resume else cfg.init_from
@@ -358,7 +362,7 @@ def main(argv=None):
             "config": config_dict(cfg), "step": step,
             "rng": {"data": data_gen.get_state(), "torch": torch.get_rng_state()},
             "tokenizer_hash": tok.hash, "stage": "sft", "history": history, "val_start": val_start,
-            "init_from": init_from, "n_params": raw_model.num_params(),
+            "init_from": init_from, "n_params": raw_model.num_params(), **throughput(tokens, train_seconds),
             "domains": {n: {"weight": float(p), "train": len(d.train), "val": len(d.val)}
                         for (n, d), p in zip(domains.items(), (probs / probs.sum()).tolist())}})
 
@@ -393,6 +397,7 @@ def main(argv=None):
     if step == 0:
         evaluate_and_save()
     while step < max_steps:
+        t0 = time.time()
         lr = get_lr(step, cfg.lr, cfg.min_lr, cfg.warmup_steps, max_steps)
         for group in optimizer.param_groups:
             group["lr"] = lr
@@ -423,7 +428,10 @@ def main(argv=None):
         optimizer.zero_grad(set_to_none=True)
         step += 1
         steps_since += 1
-        tokens_since += sum(min(len(ids) - 1, block_size) for ex in micro for ids, _ in ex)
+        n_tok = sum(min(len(ids) - 1, block_size) for ex in micro for ids, _ in ex)  # inputs, padding not counted
+        tokens_since += n_tok
+        tokens += n_tok
+        train_seconds += time.time() - t0
         if bar is not None:
             bar.update(1)
 
@@ -456,6 +464,7 @@ def main(argv=None):
         evaluate_and_save()
     if dist.master:
         print(f"wrote {cfg.out} (step {step:,}, {raw_model.num_params() / 1e6:.2f}M params, from {init_from})")
+        print(throughput_line("sft", step, tokens, train_seconds))
     logger.finish()
     dist.close()
     return history
