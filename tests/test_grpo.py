@@ -105,6 +105,31 @@ def test_pool_draws_only_live_questions_and_resumes_exactly(tmp_path):
     assert again.draw(50, g2) == pool.draw(50, gen)
 
 
+def test_pool_draws_topics_by_their_chance_of_signal(tmp_path):
+    """Two (topic, level) buckets: groups of 'easy' are always all right (no signal), groups of 'edge'
+    are mixed. After a few recorded groups most draws come from 'edge' — and the weights travel
+    through the saved state, so a resumed pool draws the same."""
+    rows = [{"question": f"q{i}", "gold": "1", "kind": "number", "topic": "easy" if i < 50 else "edge", "level": 1}
+            for i in range(100)]
+    pool = QuestionPool({"t": rows}, {"t": 1.0}, retire_solved=False, retire_unsolved=False)
+    gen = torch.Generator().manual_seed(0)
+    first = pool.draw(400, gen)
+    assert 150 < sum(i < 50 for _, i in first) < 250      # no record yet: both alike
+    for i in range(10):
+        pool.record(("t", i), 8, 8)                         # easy: G/G, zero variance
+        pool.record(("t", 50 + i), 3, 8)                    # edge: signal
+    assert pool.bstats["t"] == {"easy/1": [10, 0], "edge/1": [10, 10]}
+    keys = pool.draw(400, gen)
+    easy = sum(i < 50 for _, i in keys)
+    assert easy < 60                                        # weights 1/12 vs 11/12: ~33 of 400
+    torch.save({"s": pool.state()}, tmp_path / "p.pt")
+    again = QuestionPool({"t": rows}, {"t": 1.0}, retire_solved=False, retire_unsolved=False)
+    again.load(torch.load(tmp_path / "p.pt", weights_only=True)["s"])
+    g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    assert again.draw(50, g1) == pool.draw(50, g2)
+    assert pool.buckets_summary()["t"]["edge/1"] == {"groups": 10, "signal": 10}
+
+
 def test_pool_with_every_question_retired_draws_all_again():
     pool = pool_of(3)
     for i in range(3):

@@ -309,17 +309,36 @@ def retired(rec, solved=True, unsolved=True):
     return (solved and all_right >= 2) or (unsolved and draws >= 2 and correct == 0)
 
 
+def bucket_of(row):
+    """The (topic, level) a row belongs to, as one string: the unit whose pass rate steers drawing."""
+    return f"{row.get('topic')}/{row.get('level')}" if isinstance(row, dict) else "None/None"
+
+
 class QuestionPool:
     """The training questions of each task, keyed (task, row index), with a record per question drawn
     and the sorted list of those still drawn (live). Drawing is a task by weight among those with a live
-    question, then a live question uniformly, both from the caller's seeded generator; the records are
-    plain data (`state`/`load`), so a resumed run draws what the uninterrupted one would."""
+    question, then (when the task's rows carry several topics/levels) a bucket — a (topic, level) — by its
+    measured chance that a group has signal, (signal groups + 1) / (groups + 2), then a live question of
+    it uniformly; all from the caller's seeded generator. So steps go where the model is at the edge of
+    its competence, and topics it always or never solves fade out. The records are plain data
+    (`state`/`load`), so a resumed run draws what the uninterrupted one would."""
 
     def __init__(self, train, weights, retire_solved=True, retire_unsolved=True):
         self.train, self.weights = train, weights
         self.solved, self.unsolved = retire_solved, retire_unsolved
         self.stats = {t: {} for t in train}  # {task: {row index: [draws, samples, correct, all_right]}}
-        self.live = {t: list(range(len(rows))) for t, rows in train.items()}
+        self.bucket = {t: [bucket_of(r) for r in rows] for t, rows in train.items()}
+        self.bstats = {t: {} for t in train}  # {task: {bucket: [groups, groups with signal]}}
+        self._relive()
+
+    def _relive(self):
+        self.live = {t: [i for i in range(len(rows)) if i not in self.stats[t]
+                         or not retired(self.stats[t][i], self.solved, self.unsolved)] for t, rows in self.train.items()}
+        self.live_b = {}
+        for t, live in self.live.items():
+            self.live_b[t] = {}
+            for i in live:
+                self.live_b[t].setdefault(self.bucket[t][i], []).append(i)
 
     def row(self, key):
         return self.train[key[0]][key[1]]
@@ -334,6 +353,10 @@ class QuestionPool:
         for k in tasks:
             t = names[k]
             live = self.live[t] or range(len(self.train[t]))
+            buckets = sorted(self.live_b[t]) if self.live[t] else []
+            if len(buckets) > 1:
+                w = [(self.bstats[t].get(b, [0, 0])[1] + 1) / (self.bstats[t].get(b, [0, 0])[0] + 2) for b in buckets]
+                live = self.live_b[t][buckets[int(torch.multinomial(torch.tensor(w), 1, generator=gen))]]
             out.append((t, live[int(torch.randint(len(live), (1,), generator=gen))]))
         return out
 
@@ -345,20 +368,31 @@ class QuestionPool:
         rec[1] += group_size
         rec[2] += correct
         rec[3] += int(correct == group_size)
+        b = self.bstats[t].setdefault(self.bucket[t][i], [0, 0])
+        b[0] += 1
+        b[1] += int(0 < correct < group_size)
         if retired(rec, self.solved, self.unsolved):
-            live = self.live[t]
-            j = bisect.bisect_left(live, i)
-            if j < len(live) and live[j] == i:
-                del live[j]
+            for live in (self.live[t], self.live_b[t].get(self.bucket[t][i], [])):
+                j = bisect.bisect_left(live, i)
+                if j < len(live) and live[j] == i:
+                    del live[j]
+            if not self.live_b[t].get(self.bucket[t][i], True):
+                del self.live_b[t][self.bucket[t][i]]
 
     def state(self):
-        return {t: {i: list(r) for i, r in recs.items()} for t, recs in self.stats.items()}
+        return {"questions": {t: {i: list(r) for i, r in recs.items()} for t, recs in self.stats.items()},
+                "buckets": {t: {b: list(r) for b, r in bs.items()} for t, bs in self.bstats.items()}}
 
     def load(self, state):
+        state = state or {}
         for t in self.train:
-            self.stats[t] = {int(i): list(r) for i, r in (state or {}).get(t, {}).items()}
-            self.live[t] = [i for i in range(len(self.train[t]))
-                            if i not in self.stats[t] or not retired(self.stats[t][i], self.solved, self.unsolved)]
+            self.stats[t] = {int(i): list(r) for i, r in state.get("questions", {}).get(t, {}).items()}
+            self.bstats[t] = {b: list(r) for b, r in state.get("buckets", {}).get(t, {}).items()}
+        self._relive()
+
+    def buckets_summary(self):
+        """{task: {bucket: {groups, signal}}} for the .json: where the signal was."""
+        return {t: {b: {"groups": r[0], "signal": r[1]} for b, r in sorted(bs.items())} for t, bs in self.bstats.items()}
 
     def summary(self):
         """Counts for the log and the .json: questions, drawn (at least once), edge (drawn, pass rate
@@ -577,7 +611,7 @@ def main(argv=None):
             "config": config_dict(cfg), "step": step,
             "rng": {"data": data_gen.get_state(), "torch": torch.get_rng_state()},
             "tokenizer_hash": tok.hash, "stage": "grpo", "history": history, "n_params": raw_model.num_params(),
-            **throughput(tokens, train_seconds), "pool": pool.summary(), "question_stats": pool.state()},
+            **throughput(tokens, train_seconds), "pool": pool.summary(), "pool_buckets": pool.buckets_summary(), "question_stats": pool.state()},
             json_exclude=("question_stats",))  # one record per question drawn: the .json keeps the summary
 
     def evaluate_and_save():
