@@ -5,10 +5,12 @@
     python -m mathlm.pipeline                                      # the 40M GPU recipe
     python -m mathlm.pipeline --preset tiny --data_source ../shared/data/gsm8k
     python -m mathlm.pipeline --from sft --until eval              # a part of it
+    python -m mathlm.pipeline --preset tiny --seed 1               # the same recipe, other data and init
 
-Stages: data_text (synthetic generators; GSM8K / MATH / NuminaMath / OpenR1 from --data_source
-folders or the hub, text only) → tokenizer → data_bin (the same, tokenized) → pretrain_data
-(train.bin/val.bin from openwebmath.txt, else from the Q/A text) → pretrain → sft → grpo →
+Stages: data_text (synthetic generators, with the calculus prose corpus; GSM8K / MATH / NuminaMath /
+OpenR1 from --data_source folders or the hub; text only) → tokenizer → data_bin (tokenize_qa: the
+same jsonl, tokenized once) → pretrain_data (train.bin/val.bin from openwebmath.txt, else from the
+*_corpus.txt prose, else from the Q/A text) → pretrain → sft → grpo →
 eval (base, SFT and GRPO on every domain; GSM8K 2-shot on the GRPO model) → report.
 
 Outputs, under the names the stages use: math_tokenizer/, <name>.jsonl, <name>_test.jsonl,
@@ -58,6 +60,8 @@ class Config:
                                                          # data_bin pretrain_data pretrain sft grpo eval report
     force: bool = False                                  # rerun stages even when up to date
     device: str = "auto"                                 # auto|cuda|mps|cpu, passed to the trainers and evals
+    seed: int = -1                                       # ≥ 0: passed as --seed to the generators and trainers
+                                                         # (another run of the same recipe); -1 = their defaults
 
 
 # per-preset stage arguments; "default" is each stage's own defaults (the GPU recipe)
@@ -109,6 +113,7 @@ def stage_commands(stage, cfg, sources):
     r = RECIPES[cfg.preset]
     py = [sys.executable, "-m"]
     dev = ["--device", cfg.device]
+    seed = ["--seed", str(cfg.seed)] if cfg.seed >= 0 else []  # the evals keep theirs: the same problems
     if stage == "data_text":
         cmds = []
         # the real test splits first, so every later dataset is decontaminated against them
@@ -116,7 +121,7 @@ def stage_commands(stage, cfg, sources):
             extra = (["--source", folder] if folder else []) + (r["gsm8k"] if name == "gsm8k" else [])
             cmds.append((py + [DATASETS[name][0], *extra, "--text_only"], [], [f"{name}.jsonl"]))
         for name, mod in GENERATORS.items():
-            cmds.append((py + [mod, *r[name], "--text_only"], [], [f"{name}.jsonl", f"{name}_test.jsonl"]))
+            cmds.append((py + [mod, *r[name], *seed, "--text_only"], [], [f"{name}.jsonl", f"{name}_test.jsonl"]))
         return cmds
     if stage == "data_bin":
         # tokenize what data_text wrote: each dataset is made once
@@ -134,12 +139,12 @@ def stage_commands(stage, cfg, sources):
                  ["train.bin", "val.bin"])]
     bins = sorted(glob.glob("*.bin"))
     if stage == "pretrain":
-        return [(py + ["mathlm.train.pretrain", *r["train"], *dev, "--resume"], bins, ["checkpoint.pt"])]
+        return [(py + ["mathlm.train.pretrain", *r["train"], *dev, *seed, "--resume"], bins, ["checkpoint.pt"])]
     if stage == "sft":
-        return [(py + ["mathlm.train.sft", *r["train"], *dev, "--resume"], bins + ["checkpoint.pt"],
+        return [(py + ["mathlm.train.sft", *r["train"], *dev, *seed, "--resume"], bins + ["checkpoint.pt"],
                  ["checkpoint_mathlm.pt"])]
     if stage == "grpo":
-        return [(py + ["mathlm.train.grpo", *r["train"], *dev, "--resume"], ["checkpoint_mathlm.pt"],
+        return [(py + ["mathlm.train.grpo", *r["train"], *dev, *seed, "--resume"], ["checkpoint_mathlm.pt"],
                  ["checkpoint_mathlm_grpo.pt"])]
     if stage == "eval":
         tests = sorted(glob.glob("*_test.jsonl"))

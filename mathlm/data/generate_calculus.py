@@ -56,7 +56,7 @@ class Config:
 
 
 # tiny: the first two levels only (what a 3M model learns in minutes), a 1,000-problem test set
-PRESETS = {"tiny": dict(n=16000, n_test=1000, n_typed_test=300, corpus=16000, levels="1,2")}
+PRESETS = {"tiny": dict(n=16000, n_test=1000, n_typed_test=300, corpus=16000, levels="1,2", casual=0.4)}
 NAME = "calculus"
 TOPICS = ["power_rule", "chain_rule", "product_rule", "quotient_rule", "trig", "exp_log",
           "indefinite_integral", "definite_integral"]

@@ -79,10 +79,11 @@ class Config:
 
 
 PRESETS = {
-    # trains something real on 2 CPU cores in ~5 minutes (2.4M params with a 4k vocab, 1.2M tokens)
+    # 2 CPU cores, ~6 minutes at the measured ~16k tokens/s (bf16): 2.4M params (1.9M without the
+    # embedding) with a 4k vocab, 5.7M tokens ≈ 1.9 passes over the calculus corpus
     "tiny": dict(n_layer=4, n_embd=192, n_head=6, n_kv_head=3, ffn_hidden=512, block_size=256,
-                 batch_size=8, grad_accum=1, max_steps=600, lr=2e-3, min_lr=2e-4, warmup_steps=50,
-                 eval_every=200, eval_iters=8, log_every=25, compile=False),
+                 batch_size=16, grad_accum=1, max_steps=1400, lr=2e-3, min_lr=2e-4, warmup_steps=60,
+                 eval_every=700, eval_iters=8, log_every=100, compile=False),
     # the pipeline's smoke run: seconds
     "smoke": dict(n_layer=2, n_embd=64, n_head=4, n_kv_head=2, ffn_hidden=172, block_size=128,
                   batch_size=8, grad_accum=1, max_steps=30, lr=3e-3, min_lr=3e-4, warmup_steps=5,

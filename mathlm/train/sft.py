@@ -93,8 +93,9 @@ class Config:
 
 PRESETS = {
     # on top of the tiny pretrain checkpoint: 2 CPU cores, a couple of minutes
-    "tiny": dict(batch_size=16, grad_accum=1, max_steps=300, lr=3e-4, min_lr=3e-5, warmup_steps=20,
-                 val_examples=64, eval_every=100, log_every=20, compile=False),
+    # 1.5 passes over the 16k calculus + 1k ML-math pairs, ~7 minutes at ~8k answer tokens/s
+    "tiny": dict(batch_size=32, grad_accum=1, epochs=1.5, max_steps=0, lr=1.5e-3, min_lr=1.5e-4, warmup_steps=30,
+                 val_examples=64, eval_every=400, log_every=50, compile=False),
     # the pipeline's smoke run: seconds
     "smoke": dict(batch_size=8, grad_accum=1, max_steps=30, lr=1e-3, min_lr=1e-4, warmup_steps=3,
                   val_examples=16, eval_every=15, ckpt_every=0, log_every=5, compile=False),
