@@ -296,8 +296,8 @@ FAMILY = {"indefinite_integral": "indef", "definite_integral": "def"}
 # (a linear inner function, a product of two simple factors, fractions), level 3 the full mix.
 
 def gen_power_rule(rng, v, level):
-    if level == 1:
-        atoms = poly_atoms(rng, v, rng.randint(1, 3), max_deg=4)
+    if level == 1:   # up to x^6: "derivative of x^5?" is a first-rung question
+        atoms = poly_atoms(rng, v, rng.randint(1, 3), max_deg=6)
     else:
         atoms = poly_atoms(rng, v, rng.randint(2, 4), allow_neg=True)
     if level == 3 and rng.random() < 0.15:  # a root term: a*sqrt(x) → a/(2*sqrt(x))
