@@ -3,7 +3,7 @@ linear argument, antiderivatives of polynomials), trained briefly through the re
 tokenizer, pretrain, SFT, eval — reaches a held-out accuracy far above the base model's, with
 a paired McNemar test. If learning breaks anywhere (masking, data, sampler, checker), this fails.
 
-Slow (~3 minutes on 2 cores): run with `pytest -m slow tests/test_tiny_learns.py`."""
+Slow (4.4 minutes on 2 cores): run with `pytest -m slow tests/test_tiny_learns.py`."""
 import json
 import os
 import random
@@ -70,7 +70,7 @@ def test_first_rung_learns_far_above_base(tmp_path):
     assert acc["base"]["n"] == acc["sft"]["n"] == 200
     base_only = sum(rows["base"][i] and not rows["sft"][i] for i in rows["base"])
     sft_only = sum(rows["sft"][i] and not rows["base"][i] for i in rows["base"])
-    # measured (2 cores): base 0/200, SFT ~0.6-0.8; the bar leaves room for seed noise, not for breakage
+    # measured (2 cores, 4.4 min): base 0/200, SFT 171/200 = 85.5%; the bar leaves room for noise, not breakage
     assert acc["base"]["accuracy"] < 0.05
     assert acc["sft"]["accuracy"] > 0.4, acc
     assert mcnemar_exact(base_only, sft_only) < 1e-6
