@@ -350,14 +350,20 @@ class QuestionPool:
         names = [t for t in names if self.live[t]] or names
         p = torch.tensor([self.weights[t] for t in names], dtype=torch.float)
         tasks = torch.multinomial(p, n, replacement=True, generator=gen).tolist() if n else []
+        # each task's live buckets and their weights, once per call: nothing is recorded while drawing
+        weighted = {}
+        for t in set(names[k] for k in tasks):
+            buckets = sorted(self.live_b[t]) if self.live[t] else []
+            if len(buckets) > 1:
+                rec = [self.bstats[t].get(b, [0, 0]) for b in buckets]
+                weighted[t] = buckets, torch.tensor([(sig + 1) / (groups + 2) for groups, sig in rec])
         out = []
         for k in tasks:
             t = names[k]
             live = self.live[t] or range(len(self.train[t]))
-            buckets = sorted(self.live_b[t]) if self.live[t] else []
-            if len(buckets) > 1:
-                w = [(self.bstats[t].get(b, [0, 0])[1] + 1) / (self.bstats[t].get(b, [0, 0])[0] + 2) for b in buckets]
-                live = self.live_b[t][buckets[int(torch.multinomial(torch.tensor(w), 1, generator=gen))]]
+            if t in weighted:
+                buckets, w = weighted[t]
+                live = self.live_b[t][buckets[int(torch.multinomial(w, 1, generator=gen))]]
             out.append((t, live[int(torch.randint(len(live), (1,), generator=gen))]))
         return out
 
