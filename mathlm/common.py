@@ -18,9 +18,45 @@ import typing
 # -----------------------------------------------------------------------------
 # errors: a stage that cannot go on says why in one line and exits non-zero
 
+class MathlmError(Exception):
+    """A problem with the user's input or environment, said in one line: what is wrong and what to
+    do. Library code raises it; only a stage's `main` (wrapped in `cli`) turns it into an exit, so
+    the demo and the Spaces app can show the same line to their user."""
+
+
 def die(msg):
-    """Exit with `error: msg` on stderr, status 1, no traceback."""
-    raise SystemExit(f"error: {msg}")
+    """Raise MathlmError(msg): `error: msg` on stderr and exit status 1 once it reaches `cli`."""
+    raise MathlmError(msg)
+
+
+def os_error_line(e):
+    """An OSError as one line that names the file: `cannot write out/x.pt: No space left on device`."""
+    import errno
+    what = {errno.ENOSPC: "the disk is full — free space and rerun (--resume continues)",
+            errno.EROFS: "the file system is read-only — choose a writable --out/--out_dir",
+            errno.EACCES: "permission denied — choose a writable folder",
+            errno.ENOENT: "no such file or folder"}.get(e.errno, e.strerror or str(e))
+    files = " -> ".join(str(f) for f in (e.filename, e.filename2) if f)
+    return f"{files}: {what}" if files else what
+
+
+def cli(main):
+    """Wrap a stage's `main(argv)`: a MathlmError, or an OSError from reading or writing files
+    (disk full, read-only folder), becomes one `error: ...` line on stderr and exit status 1, no
+    traceback. Everything else is a bug in mathlm and keeps its traceback."""
+    import functools
+
+    @functools.wraps(main)
+    def wrapped(argv=None):
+        try:
+            return main(argv)
+        except MathlmError as e:
+            raise SystemExit(f"error: {e}") from None
+        except OSError as e:
+            if isinstance(e, (ConnectionError, TimeoutError)) or e.errno is None:
+                raise
+            raise SystemExit(f"error: {os_error_line(e)}") from None
+    return wrapped
 
 
 # -----------------------------------------------------------------------------

@@ -37,7 +37,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from mathlm.common import atomic_write_json, die, parse_config, sha256_file
+from mathlm.common import atomic_write_json, cli, die, parse_config, sha256_file
 
 STAGES = ["data_text", "tokenizer", "data_bin", "pretrain_data", "pretrain", "sft", "grpo", "eval", "report"]
 DATASETS = {  # name → (downloader module, folder names that mean it)
@@ -261,6 +261,7 @@ def run_step(key, argv, inputs, outputs, state, cfg):
     print(f"[pipeline] done {key} in {dt:.1f}s")
 
 
+@cli
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     argv = ["--from_stage" if a == "--from" else a for a in argv]

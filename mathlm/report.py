@@ -23,7 +23,7 @@ import random
 import re
 from dataclasses import dataclass
 
-from mathlm.common import atomic_write, atomic_write_json, parse_config
+from mathlm.common import atomic_write, atomic_write_json, cli, parse_config
 from mathlm.eval.stats import mcnemar_exact, wilson_interval
 
 SECTIONS = ["Model", "Data", "Datasets skipped", "Stages", "Hyperparameters", "Pretraining", "SFT", "GRPO",
@@ -544,6 +544,7 @@ def hardware():
 
 # -----------------------------------------------------------------------------
 
+@cli
 def main(argv=None):
     cfg = parse_config(Config, None, argv)
     state = read("pipeline.json")

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from mathlm.common import die, parse_config  # noqa: E402
+from mathlm.common import cli, die, parse_config  # noqa: E402
 from mathlm.format import qa_text  # noqa: E402
 from mathlm.tokenizer import MathTokenizer, iter_text_files  # noqa: E402
 
@@ -92,6 +92,7 @@ def iter_texts(files, max_mb=0):
             return
 
 
+@cli
 def main(argv=None):
     cfg = parse_config(Config, PRESETS, argv)
     files = resolve_inputs(cfg)

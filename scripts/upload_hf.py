@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from mathlm.common import atomic_write, die, human, parse_config  # noqa: E402
+from mathlm.common import atomic_write, cli, die, human, parse_config  # noqa: E402
 from mathlm.format import qa_prompt  # noqa: E402
 from mathlm.infer.export import HF_DENSE, HF_MOE, export_folder  # noqa: E402
 from mathlm.infer.inference import DEFAULT_CHECKPOINTS, newest_checkpoint  # noqa: E402
@@ -200,6 +200,7 @@ def upload(out_dir, repo_id, private):
     return url
 
 
+@cli
 def main(argv=None):
     import torch
 

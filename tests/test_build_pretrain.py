@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
+from mathlm.common import MathlmError
 from mathlm.data import build_pretrain as bp
 from mathlm.data.tokens import open_tokens, read_meta
 from mathlm.format import qa_text
@@ -151,7 +152,7 @@ def test_cutting_at_safe_line_ends_keeps_the_tokens(tok, text):
 
 def test_tokenizer_mismatch_is_refused(tmp_path, tok_dir):
     out = build(tmp_path, [write(tmp_path / "b.txt", FILE_B)], tok_dir)
-    with pytest.raises(SystemExit, match="tokenized with tokenizer .* rebuild"):
+    with pytest.raises(MathlmError, match="tokenized with tokenizer .* rebuild"):
         open_tokens(os.path.join(out, "train.bin"), "0123456789abcdef")
 
 

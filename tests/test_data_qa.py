@@ -7,6 +7,7 @@ import re
 import numpy as np
 import pytest
 
+from mathlm.common import MathlmError
 from mathlm.data import download_gsm8k, download_math, download_numina, download_openr1
 from mathlm.data.decontam import build_test_index, decontaminate, ngrams, words
 from mathlm.data.qa_io import last_boxed, load_qa, qa_example, read_jsonl, write_jsonl, write_qa_bin, write_qa_dataset
@@ -121,12 +122,12 @@ def _occurrences(text, needles, k=24):
 
 def test_tokenizer_mismatch_refused(gsm8k_dir):
     out, _, _ = gsm8k_dir
-    with pytest.raises(SystemExit, match="tokenized with tokenizer .* rebuild"):
+    with pytest.raises(MathlmError, match="tokenized with tokenizer .* rebuild"):
         load_qa("gsm8k", out, "0123456789abcdef")
 
 
 def test_missing_qa_dataset_names_the_fix(tmp_path):
-    with pytest.raises(SystemExit, match="math.bin not found — build it"):
+    with pytest.raises(MathlmError, match="math.bin not found — build it"):
         load_qa("math", str(tmp_path))
 
 
@@ -159,7 +160,7 @@ def test_downloader_survives_malformed_source(tmp_path, capsys):
 
 def test_missing_tokenizer_says_text_only(tmp_path):
     pairs = [{"question": "1+1?", "answer": "2"}]
-    with pytest.raises(SystemExit, match="--text_only"):
+    with pytest.raises(MathlmError, match="--text_only"):
         write_qa_dataset("x", pairs, [], str(tmp_path), str(tmp_path / "no_tokenizer"))
     assert not os.path.exists(tmp_path / "x.jsonl")  # failed before writing anything
 

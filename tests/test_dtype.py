@@ -4,6 +4,7 @@ run's loss curve tracks fp32's."""
 import pytest
 import torch
 
+from mathlm.common import MathlmError
 from mathlm import common
 from mathlm.common import autocast, cpu_has_native_bf16, pick_dtype
 from mathlm.model.gpt import GPT, GPTConfig, RMSNorm
@@ -47,7 +48,7 @@ def test_an_explicit_dtype_is_kept(monkeypatch, capsys, asked, want):
 
 
 def test_unknown_dtype_dies():
-    with pytest.raises(SystemExit, match="unknown dtype 'int8'"):
+    with pytest.raises(MathlmError, match="unknown dtype 'int8'"):
         pick_dtype("cpu", "int8", verbose=False)
 
 

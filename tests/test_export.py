@@ -7,6 +7,7 @@ import os
 import pytest
 import torch
 
+from mathlm.common import MathlmError
 from mathlm.format import encode_chat
 from mathlm.infer.export import export_folder, read_folder
 from mathlm.infer.inference import load_model
@@ -131,7 +132,7 @@ def _rewrite_config(src, dst, **changes):
 def test_other_architectures_are_refused(dense_folder, tmp_path, changes, match):
     with pytest.raises(ValueError, match=match):
         read_folder(_rewrite_config(dense_folder, tmp_path / "x", **changes))
-    with pytest.raises(SystemExit, match=match):
+    with pytest.raises(MathlmError, match=match):
         load_model(str(tmp_path / "x"), device="cpu", verbose=False)
 
 
@@ -148,7 +149,7 @@ def test_corrupt_weights_are_refused(dense_folder, tmp_path):
     d = _rewrite_config(dense_folder, tmp_path / "bad")
     with open(os.path.join(d, "model.safetensors"), "r+b") as f:
         f.truncate(100)
-    with pytest.raises(SystemExit, match="corrupt"):
+    with pytest.raises(MathlmError, match="corrupt"):
         load_model(d, device="cpu", verbose=False)
 
 

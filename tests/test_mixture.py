@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 import torch
 
+from mathlm.common import MathlmError
 from mathlm.data.mixture import Mixture, to_device
 from mathlm.data.tokens import write_meta
 
@@ -81,7 +82,7 @@ def test_get_batch_from_one_source(data_dir):
     mix = Mixture({"a": 1, "b": 100}, HASH, block_size=8, data_dir=data_dir)
     x, _ = mix.get_batch_from("a", "train", 32, torch.Generator().manual_seed(0))
     assert x.max() < B0
-    with pytest.raises(SystemExit, match="'c' is not in the mixture"):
+    with pytest.raises(MathlmError, match="'c' is not in the mixture"):
         mix.get_batch_from("c", "train", 1, torch.Generator())
 
 
@@ -94,7 +95,7 @@ def test_missing_source_is_named(data_dir, capsys):
 
 
 def test_no_source_at_all_is_an_error(tmp_path):
-    with pytest.raises(SystemExit, match=r"no training data: looked for .*gsm8k\.bin, .*math\.bin"):
+    with pytest.raises(MathlmError, match=r"no training data: looked for .*gsm8k\.bin, .*math\.bin"):
         Mixture({"gsm8k": 1, "math": 1}, HASH, block_size=8, data_dir=str(tmp_path))
 
 
@@ -105,7 +106,7 @@ def test_too_small_source_left_out_with_a_line(data_dir, tmp_path, capsys):
 
 
 def test_tokenizer_mismatch_refused(data_dir):
-    with pytest.raises(SystemExit, match="rebuild the .bin with the current tokenizer"):
+    with pytest.raises(MathlmError, match="rebuild the .bin with the current tokenizer"):
         Mixture({"a": 1}, "0000000000000000", block_size=8, data_dir=data_dir)
 
 

@@ -56,7 +56,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from tqdm import tqdm
 
-from mathlm.common import die, parse_config
+from mathlm.common import cli, die, parse_config
 from mathlm.data.tokens import meta_path, token_dtype, write_meta
 from mathlm.format import qa_text
 from mathlm.tokenizer import MathTokenizer
@@ -254,6 +254,7 @@ def available_cpus():
 
 # -----------------------------------------------------------------------------
 
+@cli
 def main(argv=None):
     cfg = parse_config(Config, PRESETS, argv)
     if not 0 <= cfg.val_frac < 1:

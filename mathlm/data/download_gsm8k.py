@@ -18,7 +18,7 @@ train answers' tokens (4k-vocab tokenizer trained on this text).
 import re
 from dataclasses import dataclass
 
-from mathlm.common import parse_config
+from mathlm.common import cli, parse_config
 from mathlm.data.qa_io import convert_rows, load_rows, write_qa_dataset
 
 HUB_ID, HUB_CONFIG = "openai/gsm8k", "main"
@@ -42,6 +42,7 @@ def to_pair(row, keep_calculator=False):
             "final": final.strip().replace(",", "")}
 
 
+@cli
 def main(argv=None):
     cfg = parse_config(Config, None, argv)
     splits = load_rows(cfg.source, HUB_ID, (HUB_CONFIG,), columns=["question", "answer"])

@@ -17,7 +17,7 @@ The answer is the full solution, \\boxed{...} kept; "final" stores the last boxe
 """
 from dataclasses import dataclass
 
-from mathlm.common import parse_config
+from mathlm.common import cli, parse_config
 from mathlm.data.qa_io import convert_rows, last_boxed, load_rows, write_qa_dataset
 
 HUB_ID = "EleutherAI/hendrycks_math"
@@ -39,6 +39,7 @@ def to_pair(row):
             "final": last_boxed(row["solution"]), "level": row.get("level"), "type": row.get("type")}
 
 
+@cli
 def main(argv=None):
     cfg = parse_config(Config, None, argv)
     splits = load_rows(cfg.source, HUB_ID, SUBJECTS, columns=["problem", "solution", "level", "type"])

@@ -14,7 +14,7 @@ decontamination can only drop copies of test questions whose *_test.jsonl is alr
 """
 from dataclasses import dataclass
 
-from mathlm.common import parse_config
+from mathlm.common import cli, parse_config
 from mathlm.data.qa_io import convert_rows, last_boxed, load_rows, write_qa_dataset
 
 HUB_ID = "AI-MO/NuminaMath-CoT"
@@ -34,6 +34,7 @@ def to_pair(row):
             "final": last_boxed(row["solution"]), "source": row.get("source")}
 
 
+@cli
 def main(argv=None):
     cfg = parse_config(Config, None, argv)
     splits = load_rows(cfg.source, HUB_ID, columns=["problem", "solution", "source"])

@@ -21,7 +21,7 @@ Choices:
 """
 from dataclasses import dataclass
 
-from mathlm.common import parse_config
+from mathlm.common import cli, parse_config
 from mathlm.data.qa_io import convert_rows, load_rows, write_qa_dataset
 
 HUB_ID, HUB_CONFIG = "open-r1/OpenR1-Math-220k", "default"
@@ -49,6 +49,7 @@ def to_pair(row):
             "question_type": row.get("question_type")}
 
 
+@cli
 def main(argv=None):
     cfg = parse_config(Config, None, argv)
     splits = load_rows(cfg.source, HUB_ID, (HUB_CONFIG,), columns=COLUMNS)

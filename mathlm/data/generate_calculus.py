@@ -37,7 +37,7 @@ from fractions import Fraction
 import sympy as sp
 from sympy.printing.str import StrPrinter
 
-from mathlm.common import die, parse_config
+from mathlm.common import cli, die, parse_config
 
 
 @dataclass
@@ -867,6 +867,7 @@ def write_corpus(path, recs, seed):
     return len(docs)
 
 
+@cli
 def main(argv=None):
     import os
     cfg = parse_config(Config, PRESETS, argv)

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal, localcontext
 from fractions import Fraction
 
-from mathlm.common import die, parse_config
+from mathlm.common import cli, die, parse_config
 from mathlm.data.generate_calculus import split, write_outputs  # noqa: F401  (split is part of the API)
 
 
@@ -881,6 +881,7 @@ def generate(n, seed, progress=False, stats=None):
     return pairs
 
 
+@cli
 def main(argv=None):
     cfg = parse_config(Config, PRESETS, argv)
     if cfg.n < 1 or cfg.n_test < 0:

@@ -11,7 +11,7 @@ generated (or downloaded) once and tokenized once, not made twice.
 import os
 from dataclasses import dataclass, field
 
-from mathlm.common import die, parse_config
+from mathlm.common import cli, die, parse_config
 
 
 @dataclass
@@ -21,6 +21,7 @@ class Config:
     tokenizer: str = "math_tokenizer"                # tokenizer folder
 
 
+@cli
 def main(argv=None):
     import sys
     argv = list(sys.argv[1:] if argv is None else argv)

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 from tqdm import tqdm
 
-from mathlm.common import atomic_write, atomic_write_json, die, parse_config, pick_device
+from mathlm.common import atomic_write, atomic_write_json, cli, die, parse_config, pick_device
 from mathlm.eval.answers import extract_number, gold_answer, majority_key, numbers_equal
 from mathlm.eval.harness import complete, load_for_eval, read_rows, subset, wilson_str
 from mathlm.format import encode_qa, qa_prompt
@@ -98,6 +98,7 @@ def pass_at_k_mean(flags, k):
     return sum(pass_at_k(len(f), sum(f), k) for f in flags) / max(1, len(flags))
 
 
+@cli
 def main(argv=None):
     cfg = parse_config(Config, PRESETS, argv)
     if cfg.shots < 0 or cfg.shots > len(SHOTS):

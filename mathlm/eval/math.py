@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 
 from tqdm import tqdm
 
-from mathlm.common import atomic_write, atomic_write_json, die, parse_config, pick_device
+from mathlm.common import atomic_write, atomic_write_json, cli, die, parse_config, pick_device
 from mathlm.eval.answers import (REWARD_KINDS, answers_match, extract_answer, extract_number, gold_answer,
                                  majority_key, reward_answer)
 from mathlm.eval.harness import complete, load_for_eval, read_rows, subset
@@ -177,6 +177,7 @@ def pct(s):
     return f"{100 * s['accuracy']:5.1f}% [{100 * s['ci95'][0]:.0f},{100 * s['ci95'][1]:.0f}]"
 
 
+@cli
 def main(argv=None):
     cfg = parse_config(Config, PRESETS, argv)
     if cfg.compare and len(cfg.compare) != 2:

@@ -15,7 +15,7 @@ Spaces sets GRADIO_SERVER_NAME=0.0.0.0 and the port; Gradio reads them when --ho
 import os
 from dataclasses import dataclass
 
-from mathlm.common import parse_config
+from mathlm.common import cli, parse_config
 from mathlm.infer.demo import build_demo, make_demo
 
 # the files a model repo needs to be served; README and anything else stay on the Hub
@@ -62,6 +62,7 @@ def make_app(repo_id="", model_dir="", revision="", device="auto"):
     return make_demo(path, device=device, title=title)
 
 
+@cli
 def main(argv=None):
     cfg = parse_config(Config, None, argv)
     demo = make_app(cfg.repo_id, cfg.model_dir, cfg.revision, cfg.device)

@@ -16,7 +16,7 @@ API (gradio_client): /answer(question, temperature, top_k, top_p, max_tokens) ->
 """
 from dataclasses import dataclass
 
-from mathlm.common import parse_config
+from mathlm.common import MathlmError, cli, parse_config
 from mathlm.infer.inference import HOW_TO_GET_ONE, load_model, stream_chat, stream_text
 
 
@@ -146,14 +146,15 @@ def make_demo(checkpoint="", tokenizer="math_tokenizer", device="auto", title="m
     try:
         model, tok = load_model(checkpoint or None, tokenizer, device)
         problem = None
-    except SystemExit as e:  # load_model's one-line errors: missing, corrupt, wrong architecture
-        model, tok, problem = None, None, str(e).removeprefix("error: ")
+    except MathlmError as e:  # load_model's one-line errors: missing, corrupt, wrong architecture
+        model, tok, problem = None, None, str(e)
         if "not found" in problem and HOW_TO_GET_ONE not in problem:
             problem += f" — {HOW_TO_GET_ONE}"
         print(f"starting without a model: {problem}")
     return build_demo(model, tok, problem, title)
 
 
+@cli
 def main(argv=None):
     cfg = parse_config(Config, None, argv)
     demo = make_demo(cfg.checkpoint, cfg.tokenizer, cfg.device)

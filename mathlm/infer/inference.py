@@ -21,7 +21,7 @@ import re
 import sys
 from dataclasses import dataclass
 
-from mathlm.common import die, eprint, parse_config, pick_device, pick_dtype
+from mathlm.common import cli, die, eprint, parse_config, pick_device, pick_dtype
 from mathlm.format import STOP_STRINGS, encode_chat, qa_prompt
 
 DEFAULT_CHECKPOINTS = ("checkpoint_mathlm_grpo.pt", "checkpoint_mathlm.pt", "checkpoint.pt")
@@ -231,6 +231,7 @@ def _print_stream(pieces):
     return "".join(out).strip()
 
 
+@cli
 def main(argv=None):
     cfg = parse_config(Config, None, argv)
     if not cfg.chat and not cfg.prompt.strip():

@@ -57,7 +57,7 @@ from dataclasses import dataclass
 
 import torch
 
-from mathlm.common import autocast, config_dict, die, parse_config
+from mathlm.common import autocast, cli, config_dict, die, parse_config
 from mathlm.format import STOP_STRINGS, cut_completion, qa_prompt
 from mathlm.train.common import (check_compatible, get_lr, init_wandb, load_checkpoint,
                                  model_from_checkpoint, save_checkpoint, setup, throughput, throughput_line)
@@ -537,6 +537,7 @@ def heldout_accuracy(model, tok, rows, max_new_tokens, batch_size=64, device="cp
 
 # -----------------------------------------------------------------------------
 
+@cli
 def main(argv=None):
     cfg = parse_config(Config, PRESETS, argv)
     validate(cfg)

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import torch
 
-from mathlm.common import autocast, config_dict, die, parse_config
+from mathlm.common import autocast, cli, config_dict, die, parse_config
 from mathlm.train.common import (check_compatible, get_lr, init_wandb, load_checkpoint, save_checkpoint,
                                  setup, throughput, throughput_line)
 
@@ -138,6 +138,7 @@ def maybe_compile(model, cfg, device):
 
 # -----------------------------------------------------------------------------
 
+@cli
 def main(argv=None):
     cfg = parse_config(Config, PRESETS, argv)
     validate(cfg)

@@ -43,7 +43,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from mathlm.common import autocast, config_dict, die, parse_config
+from mathlm.common import autocast, cli, config_dict, die, parse_config
 from mathlm.train.common import (check_compatible, get_lr, init_wandb, load_checkpoint,
                                  model_from_checkpoint, save_checkpoint, setup, throughput, throughput_line)
 from mathlm.train.pretrain import maybe_compile, parse_mixture
@@ -288,6 +288,7 @@ def forgetting_warnings(start, now, threshold):
 
 # -----------------------------------------------------------------------------
 
+@cli
 def main(argv=None):
     cfg = parse_config(Config, PRESETS, argv)
     validate(cfg)
