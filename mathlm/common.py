@@ -108,6 +108,19 @@ def field_comments(cls):
     return out
 
 
+def finite_float(text):
+    """argparse type for every float flag: NaN and ±inf are refused here, at parse time, so no stage
+    ever trains on them (`x <= 0` is False for NaN, which is how `--lr nan` once got through)."""
+    import math
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(v):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+    return v
+
+
 def _show_default(v):
     if isinstance(v, (list, tuple)):
         return " ".join(map(str, v)) if v else "none"
@@ -173,9 +186,11 @@ def build_parser(cls, presets=None, description=None):
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=helptext)
         elif typing.get_origin(t) is list or t is list:
             args = typing.get_args(t)
-            p.add_argument(flag, nargs="+", type=args[0] if args else str, default=None, help=helptext)
+            item = args[0] if args else str
+            p.add_argument(flag, nargs="+", type=finite_float if item is float else item, default=None,
+                           help=helptext)
         else:
-            p.add_argument(flag, type=t, default=None, help=helptext)
+            p.add_argument(flag, type=finite_float if t is float else t, default=None, help=helptext)
     return p
 
 
