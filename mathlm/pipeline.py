@@ -66,8 +66,8 @@ class Config:
 
 # per-preset stage arguments; "default" is each stage's own defaults (the GPU recipe)
 RECIPES = {
-    "smoke": {"calculus": ["--n", "400", "--n_test", "40"], "ml_math": ["--n", "200", "--n_test", "30"],
-              "gsm8k": ["--max_examples", "2000"], "vocab": ["--vocab_size", "1024"],
+    "smoke": {"calculus": ["--preset", "smoke"], "ml_math": ["--preset", "smoke"],
+              "gsm8k": ["--max_examples", "2000"], "vocab": ["--preset", "smoke"],
               "train": ["--preset", "smoke"], "eval": ["--preset", "smoke"]},
     "tiny": {"calculus": ["--preset", "tiny"], "ml_math": ["--preset", "tiny"], "gsm8k": [],
              "vocab": ["--preset", "tiny"], "train": ["--preset", "tiny"], "eval": ["--preset", "tiny"]},

@@ -37,7 +37,7 @@ class Config:
     max_mb: int = 0                  # stop reading after this many MB of text (0 = all)
 
 
-PRESETS = {"tiny": dict(vocab_size=4096)}
+PRESETS = {"tiny": dict(vocab_size=4096), "smoke": dict(vocab_size=1024)}
 
 
 def resolve_inputs(cfg):

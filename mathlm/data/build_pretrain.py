@@ -86,7 +86,7 @@ class Config:
 
 
 # the data build is the same on a laptop and a GPU box; accepted so every stage takes --preset tiny
-PRESETS = {"tiny": dict()}
+PRESETS = {"tiny": dict(), "smoke": dict()}  # the defaults already suit both; accepted so every stage takes --preset
 
 
 # -----------------------------------------------------------------------------

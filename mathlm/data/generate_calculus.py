@@ -56,7 +56,8 @@ class Config:
 
 
 # tiny: the first two levels only (what a 3M model learns in minutes), a 1,000-problem test set
-PRESETS = {"tiny": dict(n=16000, n_test=1000, n_typed_test=300, corpus=16000, levels="1,2", casual=0.4)}
+PRESETS = {"tiny": dict(n=16000, n_test=1000, n_typed_test=300, corpus=16000, levels="1,2", casual=0.4),
+           "smoke": dict(n=400, n_test=40)}  # the smoke pipeline: does every stage run?
 NAME = "calculus"
 TOPICS = ["power_rule", "chain_rule", "product_rule", "quotient_rule", "trig", "exp_log",
           "indefinite_integral", "definite_integral"]

@@ -46,7 +46,7 @@ class Config:
     tokenizer: str = "math_tokenizer"  # tokenizer folder (not needed with --text_only)
 
 
-PRESETS = {"tiny": dict(n=1000, n_test=100)}
+PRESETS = {"tiny": dict(n=1000, n_test=100), "smoke": dict(n=200, n_test=30)}
 NAME = "ml_math"
 
 # -----------------------------------------------------------------------------
