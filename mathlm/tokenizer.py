@@ -158,11 +158,17 @@ class MathTokenizer:
 
 
 # The chat format of mathlm/format.py as a Jinja template, for transformers' apply_chat_template.
+# <|assistant|> opens the answer: it belongs to the assistant turn, or ends the text when
+# add_generation_prompt asks for a reply. mathlm was never trained with a system turn, so one is
+# refused with a message rather than silently dropped or rendered in a format it never saw.
 CHAT_TEMPLATE = (
     "{% for m in messages %}"
-    "{% if m['role'] == 'user' %}<|user|>Q: {{ m['content'] | trim }}\nA:<|assistant|>"
-    "{% elif m['role'] == 'assistant' %} {{ m['content'] | trim }}\n\n<|eos|>{% endif %}"
+    "{% if m['role'] == 'user' %}<|user|>Q: {{ m['content'] | trim }}\nA:"
+    "{% elif m['role'] == 'assistant' %}<|assistant|> {{ m['content'] | trim }}\n\n<|eos|>"
+    "{% else %}{{ raise_exception('mathlm has no ' ~ m['role'] ~ ' role: put instructions in the user "
+    "message') }}{% endif %}"
     "{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
 )
 
 

@@ -146,7 +146,9 @@ Stage: `{ckpt.get('stage', '?')}`{f", {ckpt['step']:,} optimizer steps" if isins
 ## Prompt format
 
 One question: `{example!r}` — the model answers after `A:` and ends with `<|eos|>`.
-Multi-turn chat uses role tokens; `tokenizer.apply_chat_template` writes it:
+Multi-turn chat uses role tokens; `tokenizer.apply_chat_template` writes it (pass
+`add_generation_prompt=True` to end at `<|assistant|>`, ready for the reply; a `system` message is
+refused — the model was never trained with one):
 `<|user|>Q: ...\\nA:<|assistant|> answer\\n\\n<|eos|>`. Cut a completion at the next `Q:`.
 
 ## Use
@@ -160,7 +162,7 @@ out = model.generate(**ids, max_new_tokens=128, do_sample=False)
 print(tok.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True))
 
 msgs = [{{"role": "user", "content": "What is 12 * 7?"}}]
-ids = tok.apply_chat_template(msgs, return_tensors="pt", return_dict=True)   # ends at <|assistant|>
+ids = tok.apply_chat_template(msgs, add_generation_prompt=True, return_tensors="pt", return_dict=True)  # ends at <|assistant|>
 out = model.generate(**ids, max_new_tokens=128, do_sample=False)
 ```
 

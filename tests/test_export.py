@@ -45,6 +45,8 @@ def test_folder_is_complete(exported):
     gen = json.load(open(os.path.join(out, "generation_config.json")))
     assert (gen["eos_token_id"], gen["pad_token_id"], gen["bos_token_id"], gen["do_sample"]) == \
         (tok.eos_id, tok.pad_id, tok.bos_id, False)
+    # never more new tokens than the context: lm-evaluation-harness generates this many
+    assert gen["max_new_tokens"] == min(256, model.config.block_size // 2)
     assert "chat_template" in json.load(open(os.path.join(out, "tokenizer_config.json")))
 
 
@@ -82,7 +84,7 @@ def test_transformers_tokenizer_gives_identical_ids(exported):
     assert (hf.eos_token_id, hf.pad_token_id, hf.bos_token_id) == (tok.eos_id, tok.pad_id, tok.bos_id)
     msgs = [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"},
             {"role": "user", "content": "times 3?"}]
-    assert hf.apply_chat_template(msgs, tokenize=True, return_dict=False) == \
+    assert hf.apply_chat_template(msgs, tokenize=True, return_dict=False, add_generation_prompt=True) == \
         encode_chat(tok, [("2+2?", "4"), ("times 3?", None)])[0]
 
 

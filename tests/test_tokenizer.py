@@ -79,8 +79,22 @@ def test_chat_template_matches_format(tok, tmp_path):
     msgs = [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"},
             {"role": "user", "content": "x^2'?"}]
     ids, mask = encode_chat(tok, [("2+2?", "4"), ("x^2'?", None)])
-    assert hf.apply_chat_template(msgs, tokenize=True, return_dict=False) == ids
+    assert hf.apply_chat_template(msgs, tokenize=True, return_dict=False, add_generation_prompt=True) == ids
     assert sum(mask) == len(tok.encode(" 4\n\n")) + 1  # the answer and its eos
+    # without the generation prompt the text stops before <|assistant|>; a finished conversation
+    # renders the same either way (its last turn already opened and closed the answer)
+    assert hf.apply_chat_template(msgs, tokenize=True, return_dict=False) == ids[:-1]
+    assert hf.apply_chat_template(msgs[:2], tokenize=True, return_dict=False) == \
+        encode_chat(tok, [("2+2?", "4")])[0]
+
+
+def test_chat_template_refuses_a_system_turn(tok, tmp_path):
+    from transformers import PreTrainedTokenizerFast
+    tok.save(tmp_path / "tk")
+    hf = PreTrainedTokenizerFast.from_pretrained(str(tmp_path / "tk"))
+    with pytest.raises(Exception, match="mathlm has no system role"):
+        hf.apply_chat_template([{"role": "system", "content": "be brief"}, {"role": "user", "content": "1+1?"}],
+                               tokenize=False)
 
 
 @pytest.mark.parametrize("content", [None, "{not json", '{"model": {}}'])

@@ -84,9 +84,11 @@ def hf_config(mc, tok=None, tokenizer_hash=None):
     return cfg
 
 
-def generation_config(tok):
+def generation_config(tok, block_size):
+    """Greedy, and never more new tokens than the context holds: half of it at most, so a prompt
+    fits beside them (lm-evaluation-harness and pipeline() read max_new_tokens from here)."""
     return {"bos_token_id": tok.bos_id, "eos_token_id": tok.eos_id, "pad_token_id": tok.pad_id,
-            "do_sample": False, "max_new_tokens": 256}
+            "do_sample": False, "max_new_tokens": min(256, block_size // 2)}
 
 
 def model_config_from_hf(cfg, where="folder"):
@@ -243,7 +245,7 @@ def export_folder(ckpt, tok, out_dir, dtype=torch.float32):
     cfg["torch_dtype"] = cfg["dtype"] = str(dtype).replace("torch.", "")
     atomic_write(os.path.join(out_dir, "model.safetensors"), save(tensors, metadata={"format": "pt"}))
     atomic_write_json(os.path.join(out_dir, "config.json"), cfg)
-    atomic_write_json(os.path.join(out_dir, "generation_config.json"), generation_config(tok))
+    atomic_write_json(os.path.join(out_dir, "generation_config.json"), generation_config(tok, mc["block_size"]))
     tc = tok.hf_config()
     tc["model_max_length"] = mc["block_size"]
     atomic_write_json(os.path.join(out_dir, "tokenizer_config.json"), tc)
