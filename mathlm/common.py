@@ -296,15 +296,23 @@ def set_seed(seed):
 # outputs: write a temp file, then os.replace — a crash mid-write leaves the old file whole
 
 def _tmp(path):
+    """`<path>.tmp.<pid>`: unique per process, so two writers never share a temp file, and a temp
+    file whose process is gone is known to be an orphan (remove_orphans)."""
     return f"{path}.tmp.{os.getpid()}"
 
 
 def atomic_save(obj, path):
-    """torch.save(obj) to `path` atomically."""
+    """torch.save(obj) to `path` atomically; fsync'd like atomic_write, so a power loss right
+    after the rename cannot leave a renamed but empty file."""
     import torch
     tmp = _tmp(path)
     try:
         torch.save(obj, tmp)
+        fd = os.open(tmp, os.O_RDONLY)  # fsync flushes the file's data whatever mode the fd was opened in
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -342,6 +350,135 @@ def atomic_open(path, mode="wb"):
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+# -----------------------------------------------------------------------------
+# one writer per output: an OS file lock on `<output>.lock`
+
+def _pid_alive(pid):
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        return True
+    return True
+
+
+def remove_orphans(path):
+    """Remove the temp files a killed writer of `path` left behind: `<path>.tmp.<pid>` and those of
+    its companions written beside it (`<stem>.*.tmp.<pid>`: the .json summary of a .pt, the .idx.npy
+    and .meta.json of a .bin) whose process is no longer alive. Returns the removed paths.
+
+    A SIGKILL during torch.save leaves a temp file as large as the checkpoint; its process is gone,
+    so it can never be renamed into place. A live process's temp file is never touched (pids are
+    this machine's: a writer on another host sharing the folder would look dead, which is one more
+    reason the lock, below, must not be shared across hosts)."""
+    import glob
+    import re
+    stem = os.path.splitext(path)[0]
+    removed = []
+    for f in sorted(set(glob.glob(glob.escape(path) + ".tmp.*") + glob.glob(glob.escape(stem) + ".*.tmp.*"))):
+        m = re.search(r"\.tmp\.(\d+)$", f)
+        if m and not _pid_alive(int(m.group(1))):
+            with contextlib.suppress(FileNotFoundError):  # another starting writer removed it first
+                os.remove(f)
+                removed.append(f)
+    return removed
+
+
+def _lock_holder(fd):
+    """The pid the holder wrote into its lock file ('?' if it has not written it yet)."""
+    import time
+    for _ in range(50):  # the holder writes its pid right after it takes the lock: wait up to 0.5 s
+        text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+        if text.isdigit():
+            return text
+        time.sleep(0.01)
+    return "?"
+
+
+def _acquire(path, hint):
+    import fcntl
+    lock_path = f"{path}.lock"
+    while True:
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:  # a read-only or missing folder: name the output, not its lock file
+            raise OSError(e.errno, e.strerror, path) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid = _lock_holder(fd)
+            os.close(fd)
+            die(f"{path} is being written by another run (pid {pid}) — wait for it or {hint}")
+        # a holder unlinks its lock file before releasing it (below); if that happened between our
+        # open and flock we hold a lock on a file nobody else can see: open the path again
+        try:
+            st, now = os.fstat(fd), os.stat(lock_path)
+            if (st.st_dev, st.st_ino) == (now.st_dev, now.st_ino):
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return lock_path, fd
+
+
+def _release(lock_path, fd):
+    import fcntl
+    with contextlib.suppress(OSError):
+        st, now = os.fstat(fd), os.stat(lock_path)
+        if (st.st_dev, st.st_ino) == (now.st_dev, now.st_ino):
+            os.remove(lock_path)  # while still locked: a waiter that opened it sees the unlink and reopens
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    os.close(fd)
+
+
+@contextlib.contextmanager
+def hold_lock(*paths, hint="choose another --out"):
+    """`with hold_lock(out):` — this process is the only writer of each output in `paths` while the
+    block runs. A second run on the same output stops at once with one line naming the holder:
+    `error: checkpoint.pt is being written by another run (pid 1234) — wait for it or choose
+    another --out`. Holding the lock, it removes the output's orphan temp files (remove_orphans).
+
+    The lock is `fcntl.flock` on `<output>.lock`, which holds the writer's pid. The kernel releases
+    it when the process dies, so a SIGKILLed run never leaves a stale lock: a `.lock` file left by a
+    killed run is harmless, the next run simply takes it (a clean exit removes the file). Missing
+    parent folders are made, and removed again on exit if still empty. flock is per host: on NFS
+    it may not lock across machines, so never run two writers of one output on two hosts.
+    Windows has no fcntl: there hold_lock only removes orphans and does not refuse a second run."""
+    try:
+        import fcntl  # noqa: F401
+    except ImportError:
+        fcntl = None
+    held, made = [], []
+    try:
+        for path in paths:
+            parent = os.path.dirname(os.path.abspath(path))
+            missing = []
+            while not os.path.isdir(parent):
+                missing.append(parent)
+                parent = os.path.dirname(parent)
+            if missing:
+                try:
+                    os.makedirs(missing[0])
+                except OSError as e:
+                    raise OSError(e.errno, e.strerror, path) from None
+                made += missing  # deepest first
+            if fcntl is not None:
+                held.append(_acquire(path, hint))
+            remove_orphans(path)
+        yield
+    finally:
+        for lock_path, fd in reversed(held):
+            _release(lock_path, fd)
+        for d in made:  # only the folders this lock made, only when the stage left them empty
+            with contextlib.suppress(OSError):
+                os.rmdir(d)
 
 
 def sha256_file(path, n=None):

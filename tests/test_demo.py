@@ -1,15 +1,20 @@
 """The Gradio demo and the Spaces app, launched on free localhost ports and driven through
 gradio_client: answers equal the library's, chat carries history, tokens stream, concurrent
-requests queue, and bad input or a missing model becomes a message in the page."""
+requests queue, and bad input or a missing model becomes a message in the page. Plus what the
+page says about the model, why an answer ended, and the advice messages. (In a real browser:
+tests/test_demo_browser.py.)"""
+import html
+import json
 import os
 import socket
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
 
 from mathlm.infer.export import export_folder
-from mathlm.infer.inference import chat_response, generate_text
+from mathlm.infer.inference import chat_response, generate_text, stream_text
 from tests.test_infer import make_tiny, one_thread  # noqa: F401  (one_thread: autouse fixture)
 
 pytestmark = pytest.mark.slow  # importing gradio alone takes ~10 s on 2 cores
@@ -55,7 +60,7 @@ def served(env, tmp_path_factory):
 def last_reply(history):
     from mathlm.infer.demo import _text
     assert history[-1]["role"] == "assistant"
-    return _text(history[-1]["content"])
+    return html.unescape(_text(history[-1]["content"]))  # the Chatbot gets escaped text (demo.shown)
 
 
 def test_answer_endpoint(served):
@@ -111,9 +116,11 @@ def test_starts_without_a_checkpoint(env, tmp_path, monkeypatch):
     try:
         client = launch(demo)
         msg = client.predict("What is 2+3?", *GEN, api_name="/answer")
-        assert msg.startswith("error:") and "python -m mathlm.train.pretrain" in msg
+        # the whole pipeline: pretrain alone fails in an empty folder (no tokenizer, no data)
+        assert msg.startswith("error:") and "python -m mathlm.pipeline --preset tiny" in msg
+        assert "restart the demo" in msg
         h, _ = client.predict("hi", [], *GEN, api_name="/chat")
-        assert "mathlm.train.pretrain" in last_reply(h)
+        assert "mathlm.pipeline --preset tiny" in last_reply(h)
     finally:
         demo.close()
 
@@ -144,3 +151,104 @@ def test_spaces_app_serves_an_exported_folder(env, served, tmp_path):
     # offline, a Hub repo id cannot be fetched: the reason is kept for the page, nothing raises
     path, problem = resolve(repo_id="someone/not-downloadable")
     assert path is None and "could not download someone/not-downloadable" in problem
+
+
+def test_chat_history_is_escaped_for_the_page_and_read_back_exactly(served):
+    """The Chatbot parses messages as HTML even with Markdown off: "x<y and y>z" would lose a tag's
+    worth of text. The page gets escaped text; the model gets back exactly what was said."""
+    from mathlm.infer.demo import pairs
+    client, model, tok, _ = served
+    msg = "is x<y and y>z? <b>&amp;</b> *a*"
+    h, _ = client.predict(msg, [], *GEN, api_name="/chat")
+    assert h[0]["content"][0]["text"] == html.escape(msg, quote=False)
+    assert pairs(h) == [(msg, chat_response(model, tok, [], msg, max_new_tokens=24))]
+
+
+def test_checkpoint_without_its_tokenizer_says_which_to_pass(env, served, tmp_path):
+    """A checkpoint copied without math_tokenizer/: training a new tokenizer would give another
+    hash, so the advice is the run folder's tokenizer, not scripts/train_tokenizer.py."""
+    from mathlm.infer.demo import make_demo
+    ckpt = tmp_path / "checkpoint.pt"
+    ckpt.write_bytes(open(os.path.join(served[3], "checkpoint.pt"), "rb").read())
+    demo = make_demo(str(ckpt), str(tmp_path / "math_tokenizer"), device="cpu")
+    try:
+        msg = launch(demo).predict("What is 2+3?", *GEN, api_name="/answer")
+        assert msg.startswith("error:") and "--tokenizer <its run folder>/math_tokenizer" in msg, msg
+        assert "train_tokenizer" not in msg
+    finally:
+        demo.close()
+
+
+def test_a_busy_port_is_one_line_naming_the_flag(env, served):
+    from mathlm.infer.demo import main
+    _, _, _, d = served
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        with pytest.raises(SystemExit) as e:
+            main(["--checkpoint", os.path.join(d, "checkpoint.pt"), "--tokenizer", os.path.join(d, "math_tokenizer"),
+                  "--device", "cpu", "--port", str(port)])
+    assert e.value.code == f"error: port {port} is busy (another demo?) — pass --port N with a free one, " \
+                           f"e.g. --port {port + 1}"
+
+
+@pytest.mark.parametrize("text,ok", [("d/dx x^2?", True), ("emoji \U0001F600 ok", True), ("half \ud83d", False),
+                                     ("\udc00", False)])
+def test_check_text_refuses_lone_surrogates(text, ok):
+    from mathlm.infer.demo import check_text, sendable
+    if ok:
+        assert check_text(text, "question") == text
+    else:
+        with pytest.raises(ValueError, match="broken character"):
+            check_text(text, "question")
+        assert "\ufffd" in sendable(text) and sendable(text).encode("utf-8")  # JSON-safe now
+
+
+def test_stream_text_says_why_the_answer_ended(served):
+    """stream_ids' return value, which the page turns into its note: "length" when max_new_tokens
+    ran out, "context" when prompt + answer filled block_size. make_tiny's model never emits a
+    special token, so every answer here runs to a limit."""
+    from mathlm.infer.demo import accumulate, cut_note
+    _, model, tok, _ = served
+    for n, want in [(5, "length"), (500, "context")]:
+        done = {}
+        text = list(accumulate(stream_text(model, tok, "What is 2+3?", max_new_tokens=n), done))[-1]
+        assert done["finish"] == want and text.strip() == generate_text(model, tok, "What is 2+3?", max_new_tokens=n)
+    assert cut_note("length", 5, 128) == "*(cut at max new tokens = 5; raise the slider to read on)*"
+    assert "context: 128 tokens" in cut_note("context", 500, 128) and cut_note("stop", 5, 128) == ""
+
+
+def _eval(folder, name, summary, age=0.0):
+    path = os.path.join(folder, name)
+    with open(path, "w") as f:
+        json.dump(summary, f)
+    t = time.time() + age
+    os.utime(path, (t, t))
+
+
+def test_the_page_describes_the_model_and_its_measured_accuracy(served, tmp_path):
+    """Stage, size and context from the checkpoint; accuracy from the eval JSONs beside it that
+    scored this file and are newer than it; an older one is named, not quoted."""
+    from mathlm.infer.demo import describe
+    _, model, _, d = served
+    ckpt = tmp_path / "checkpoint_mathlm.pt"
+    ckpt.write_bytes(open(os.path.join(d, "checkpoint.pt"), "rb").read())
+    dom = {"n": 50, "correct": 4, "accuracy": 0.08}
+    _eval(tmp_path, "eval_sft.json", {"task": "math", "checkpoints": ["checkpoint_mathlm.pt"],
+                                      "domains": {"gsm8k": dom, "calculus": {"n": 50, "correct": 10, "accuracy": 0.2}}}, 5)
+    _eval(tmp_path, "eval_base.json", {"task": "math", "checkpoints": ["checkpoint.pt"], "domains": {"gsm8k": dom}}, 5)
+    _eval(tmp_path, "eval_math.json", {"task": "math", "checkpoints": ["checkpoint.pt", "checkpoint_mathlm.pt"],
+                                       "domains": {"ml_math": {"A": dom, "B": {"n": 20, "correct": 1, "accuracy": 0.05}}}}, 5)
+    _eval(tmp_path, "eval_gsm8k.json", {"task": "gsm8k", "checkpoint": "checkpoint_mathlm.pt", "n": 20, "correct": 2,
+                                        "accuracy": 0.1, "shots": 2}, -3600)
+    page = "\n".join(describe(str(ckpt), model))
+    assert "`checkpoint_mathlm.pt`" in page and "stage SFT (fine-tuned on Q/A)" in page
+    assert f"{model.num_params() / 1e6:.2f}M parameters" in page and "context 128 tokens" in page
+    assert "gsm8k 8.0% (4/50) · calculus 20.0% (10/50)" in page and "`eval_sft.json`" in page
+    assert "ml_math 5.0% (1/20)" in page  # the B side of --compare A B
+    assert "eval_base.json" not in page  # it scored another checkpoint
+    assert "`eval_gsm8k.json` is older than the checkpoint" in page and "10.0%" not in page
+    assert "gets most answers wrong" in page  # 0.1M parameters
+    os.remove(tmp_path / "eval_sft.json"), os.remove(tmp_path / "eval_math.json"), os.remove(tmp_path / "eval_gsm8k.json")
+    assert "not measured: no eval_*.json" in "\n".join(describe(str(ckpt), model))

@@ -222,7 +222,7 @@ def _die(argv, match):
 def test_missing_checkpoint(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     _die(["--checkpoint", "nope.pt", "--prompt", "2+2?"], "not found")
-    _die(["--prompt", "2+2?"], "python -m mathlm.train.pretrain")  # no default checkpoint here: says how
+    _die(["--prompt", "2+2?"], "python -m mathlm.pipeline --preset tiny")  # no default checkpoint here: says how
 
 
 def test_corrupt_checkpoint(tiny, tmp_path):

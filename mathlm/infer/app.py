@@ -16,7 +16,7 @@ import os
 from dataclasses import dataclass
 
 from mathlm.common import cli, parse_config
-from mathlm.infer.demo import build_demo, make_demo
+from mathlm.infer.demo import build_demo, make_demo, serve
 
 # the files a model repo needs to be served; README and anything else stay on the Hub
 MODEL_FILES = ["config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
@@ -66,7 +66,7 @@ def make_app(repo_id="", model_dir="", revision="", device="auto"):
 def main(argv=None):
     cfg = parse_config(Config, None, argv)
     demo = make_app(cfg.repo_id, cfg.model_dir, cfg.revision, cfg.device)
-    demo.launch(server_name=cfg.host or None, server_port=cfg.port or None, share=cfg.share)
+    serve(demo, cfg.host or None, cfg.port or None, cfg.share)  # None: Gradio reads $GRADIO_SERVER_*
 
 
 if __name__ == "__main__":

@@ -25,8 +25,8 @@ from mathlm.common import cli, die, eprint, parse_config, pick_device, pick_dtyp
 from mathlm.format import STOP_STRINGS, encode_chat, qa_prompt
 
 DEFAULT_CHECKPOINTS = ("checkpoint_mathlm_grpo.pt", "checkpoint_mathlm.pt", "checkpoint.pt")
-HOW_TO_GET_ONE = ("train one with `python -m mathlm.train.pretrain --preset tiny` (then sft/grpo), "
-                  "or pass --checkpoint PATH (a .pt file or an exported folder)")
+HOW_TO_GET_ONE = ("make one with `python -m mathlm.pipeline --preset tiny` (tokenizer, data, pretrain, sft, grpo; "
+                  "minutes on a CPU), or pass --checkpoint PATH (a .pt file or an exported folder)")
 
 
 @dataclass
@@ -90,6 +90,10 @@ def load_model(path=None, tokenizer="math_tokenizer", device="auto", dtype="auto
         beside = os.path.join(os.path.dirname(os.path.abspath(path)), "math_tokenizer")
         if tokenizer == "math_tokenizer" and not os.path.isdir(tokenizer) and os.path.isdir(beside):
             tokenizer = beside  # the default name is not here, but the checkpoint's run has one
+        if not os.path.exists(os.path.join(tokenizer, "tokenizer.json") if os.path.isdir(tokenizer) else tokenizer):
+            # not "train a tokenizer": a new one has another hash and the checkpoint would refuse it
+            die(f"no tokenizer at {tokenizer} (nor beside {path}) — pass --tokenizer <its run folder>/math_tokenizer, "
+                "the one it was trained with")
         try:
             tok = MathTokenizer.load(tokenizer)
         except ValueError as e:
@@ -167,20 +171,25 @@ def stream_ids(model, tok, ids, max_new_tokens=256, temperature=0.0, top_k=0, to
     The whole completion is decoded every step and only the new suffix is yielded: a token can be
     part of a UTF-8 character (byte-level BPE), shown as one trailing U+FFFD until its other bytes
     arrive, so that is held back; so is a trailing "\\n" / "\\nQ" that may become the next "Q:" turn.
-    Stops at any special token (<|eos|> ends a turn) or at the next "Q:" (format.STOP_STRINGS)."""
+    Stops at any special token (<|eos|> ends a turn) or at the next "Q:" (format.STOP_STRINGS).
+    Returns (the generator's return value, for the demo's note) why it ended: "stop" (the model
+    ended it), "length" (max_new_tokens) or "context" (prompt + answer filled block_size)."""
     check_prompt(model, ids)
+    finish = "length" if max_new_tokens <= model.config.block_size - len(ids) else "context"
     seed = None if seed is None or seed < 0 else seed
     new, text, sent = [], "", 0
     for t in model.generate([ids], max_new_tokens, temperature=temperature, top_k=top_k or None,
                             top_p=top_p if top_p < 1.0 else None, seed=seed, eos_id=tok.eos_id):
         t = int(t[0])
         if t in tok.special_ids:
+            finish = "stop"
             break
         new.append(t)
         text = tok.decode(new)
         cut = min((i for i in (text.find(s) for s in STOP_STRINGS) if i != -1), default=-1)
         if cut != -1:
             text = text[:cut]
+            finish = "stop"
             break
         # an incomplete UTF-8 sequence at the end decodes to exactly one U+FFFD (earlier ones are
         # invalid bytes for good), so only a single trailing U+FFFD can still turn into a character
@@ -193,12 +202,13 @@ def stream_ids(model, tok, ids, max_new_tokens=256, temperature=0.0, top_k=0, to
         text = text[:-1]  # a character cut off by max_new_tokens is noise, not text
     if len(text) > sent:
         yield text[sent:]
+    return finish
 
 
 def stream_text(model, tok, prompt, raw=False, **gen):
     """Pieces of the answer to `prompt` (a question, or Q/A text; raw=True sends it unchanged)."""
     ids = tok.encode(prompt if raw else as_prompt(prompt)) if prompt.strip() else []
-    yield from stream_ids(model, tok, ids, **gen)
+    return (yield from stream_ids(model, tok, ids, **gen))
 
 
 def generate_text(model, tok, prompt, raw=False, **gen):
@@ -210,7 +220,7 @@ def stream_chat(model, tok, history, message, **gen):
     """Pieces of the assistant's answer to `message` after `history` [(question, answer), ...]."""
     reserve = min(gen.get("max_new_tokens", 256), model.config.block_size // 4)
     ids, _ = chat_ids(tok, history, message, model.config.block_size, reserve)
-    yield from stream_ids(model, tok, ids, **gen)
+    return (yield from stream_ids(model, tok, ids, **gen))
 
 
 def chat_response(model, tok, history, message, **gen):

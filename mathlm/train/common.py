@@ -17,6 +17,7 @@ Checkpoint layout (a dict of tensors and plain Python data; `torch.load(weights_
 A `<checkpoint>.json` summary beside it repeats everything but the tensors (and any bulky
 per-item state the trainer names in `json_exclude`).
 """
+import contextlib
 import json
 import math
 import os
@@ -24,7 +25,7 @@ import warnings
 
 import torch
 
-from mathlm.common import atomic_save, atomic_write_json, die
+from mathlm.common import atomic_save, atomic_write_json, die, hold_lock
 
 
 # -----------------------------------------------------------------------------
@@ -148,11 +149,69 @@ def init_wandb(enabled, project, run_name, config, master=True):
 # -----------------------------------------------------------------------------
 # checkpoints
 
+def summary_path(path):
+    """checkpoint.pt → checkpoint.json"""
+    return os.path.splitext(path)[0] + ".json"
+
+
+def checkpoint_summary(ckpt):
+    """The JSON summary of a checkpoint: everything but its tensors and the keys it lists in
+    `summary_exclude`, as plain JSON data (what reading the .json back gives)."""
+    skip = {"model", "optimizer", "rng", *ckpt.get("summary_exclude", ())}
+    return json.loads(json.dumps({k: v for k, v in ckpt.items() if k not in skip}))
+
+
 def save_checkpoint(path, ckpt, json_exclude=()):
-    """Atomic torch.save plus a JSON summary (everything but tensors and `json_exclude`) beside it."""
+    """Atomic torch.save plus a JSON summary (everything but tensors and `json_exclude`) beside it.
+
+    The .pt is written first, so the summary never describes a checkpoint that is not on disk. A
+    kill between the two writes leaves the summary one checkpoint behind; nothing trusts it alone:
+    read_summary takes the .pt's word, and the next trainer on this --out rewrites it (writer_lock)."""
+    if json_exclude:  # kept in the checkpoint, so a summary rebuilt from it leaves out the same keys
+        ckpt = {**ckpt, "summary_exclude": list(json_exclude)}
     atomic_save(ckpt, path)
-    summary = {k: v for k, v in ckpt.items() if k not in ("model", "optimizer", "rng", *json_exclude)}
-    atomic_write_json(os.path.splitext(path)[0] + ".json", summary)
+    atomic_write_json(summary_path(path), checkpoint_summary(ckpt))
+
+
+def read_summary(path):
+    """The summary of checkpoint `path`: rebuilt from the .pt when it loads (read lazily, mmap: the
+    tensors are not read), so it is never behind it; else its .json; None when neither reads."""
+    try:
+        return checkpoint_summary(torch.load(path, map_location="cpu", weights_only=True, mmap=True))
+    except Exception:  # no .pt (a hand-made run, a deleted checkpoint) or not a readable one
+        return read_json(summary_path(path))
+
+
+def heal_summary(path):
+    """Rewrite `path`'s .json from the .pt where they disagree (a kill between save_checkpoint's two
+    writes). Call it holding the lock on `path`. Returns True when it rewrote the summary."""
+    if not os.path.exists(path):
+        return False
+    try:
+        want = checkpoint_summary(torch.load(path, map_location="cpu", weights_only=True, mmap=True))
+    except Exception:  # corrupt: --resume says so; a fresh run overwrites it
+        return False
+    if read_json(summary_path(path)) == want:
+        return False
+    atomic_write_json(summary_path(path), want)
+    return True
+
+
+@contextlib.contextmanager
+def writer_lock(path):
+    """`with writer_lock(cfg.out):` — the trainer's lock on its --out (common.hold_lock), taken before
+    anything is loaded; holding it, orphan temp files go and a lagging .json is rebuilt.
+
+    Under torchrun only global rank 0 takes it: rank 0 is the only writer of --out. A lock on every
+    rank would refuse the run itself (the ranks of one job share the --out), and per-rank locks would
+    guard nothing, since no other rank writes. If rank 0 refuses, it exits 1 and torchrun stops the
+    other ranks (they wait for it in init_process_group)."""
+    if int(os.environ.get("RANK", "0")) != 0:
+        yield
+        return
+    with hold_lock(path):
+        heal_summary(path)
+        yield
 
 
 def load_checkpoint(path, map_location="cpu"):

@@ -60,7 +60,8 @@ import torch
 from mathlm.common import autocast, cli, config_dict, die, parse_config
 from mathlm.format import STOP_STRINGS, cut_completion, qa_prompt
 from mathlm.train.common import (check_compatible, get_lr, init_wandb, load_checkpoint,
-                                 model_from_checkpoint, save_checkpoint, setup, throughput, throughput_line)
+                                 model_from_checkpoint, save_checkpoint, setup, throughput, throughput_line,
+                                 writer_lock)
 from mathlm.train.pretrain import maybe_compile
 
 
@@ -541,6 +542,11 @@ def heldout_accuracy(model, tok, rows, max_new_tokens, batch_size=64, device="cp
 def main(argv=None):
     cfg = parse_config(Config, PRESETS, argv)
     validate(cfg)
+    with writer_lock(cfg.out):  # a second run on this --out stops here, before anything is loaded
+        return run(cfg)
+
+
+def run(cfg):
     dist, dtype, _, tok = setup(cfg, "questions_per_step")
     device = dist.device
     train, weights, heldout = load_tasks(cfg, verbose=dist.master)

@@ -27,7 +27,7 @@ import torch
 
 from mathlm.common import autocast, cli, config_dict, die, parse_config
 from mathlm.train.common import (check_compatible, get_lr, init_wandb, load_checkpoint, save_checkpoint,
-                                 setup, throughput, throughput_line)
+                                 setup, throughput, throughput_line, writer_lock)
 
 DEFAULT_MIXTURE = ("train.bin:0.6,numina.bin:0.1,openr1.bin:0.1,math.bin:0.05,gsm8k.bin:0.05,"
                    "calculus.bin:0.05,ml_math.bin:0.05")
@@ -142,6 +142,11 @@ def maybe_compile(model, cfg, device):
 def main(argv=None):
     cfg = parse_config(Config, PRESETS, argv)
     validate(cfg)
+    with writer_lock(cfg.out):  # a second run on this --out stops here, before anything is loaded
+        return run(cfg)
+
+
+def run(cfg):
     from mathlm.data.mixture import Mixture
     from mathlm.model.gpt import GPT, GPTConfig
 

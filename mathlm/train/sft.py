@@ -45,7 +45,8 @@ import torch.nn.functional as F
 
 from mathlm.common import autocast, cli, config_dict, die, parse_config
 from mathlm.train.common import (check_compatible, get_lr, init_wandb, load_checkpoint,
-                                 model_from_checkpoint, save_checkpoint, setup, throughput, throughput_line)
+                                 model_from_checkpoint, save_checkpoint, setup, throughput, throughput_line,
+                                 writer_lock)
 from mathlm.train.pretrain import maybe_compile, parse_mixture
 
 DEFAULT_MIXTURE = "calculus:1,ml_math:1,gsm8k:1,math:1,numina:0.5,openr1:0.5"
@@ -292,6 +293,11 @@ def forgetting_warnings(start, now, threshold):
 def main(argv=None):
     cfg = parse_config(Config, PRESETS, argv)
     validate(cfg)
+    with writer_lock(cfg.out):  # a second run on this --out stops here, before anything is loaded
+        return run(cfg)
+
+
+def run(cfg):
     dist, dtype, local_accum, tok = setup(cfg, "grad_accum")
     device = dist.device
 
