@@ -12,9 +12,32 @@ The model answers after <|assistant|> and ends its turn with <|eos|>.
 
 Completions are cut at the first <|eos|> or at the next "Q:" (the model starting a new
 question on its own), see `cut_completion`.
+
+Calculator calls (the tool; mathlm/calculator.py computes them) are written inside an answer as
+    "48/2 = <|calc|>48/2<|result|>24<|/result|>24 clips"
+The model writes `<|calc|>` expression `<|result|>`; the decoder then computes the expression and
+forces the result text and `<|/result|>` into the row. Those forced tokens are the calculator's, not
+the model's: SFT and GRPO leave them out of the loss. `strip_calls` gives the text a reader (and the
+answer checker) sees: the call removed, the sentence as GSM8K writes it ("48/2 = 24 clips").
 """
+import re
 
 STOP_STRINGS = ("\nQ:", "\n\nQ:")
+
+CALC_START, CALC_RESULT, CALC_END = "<|calc|>", "<|result|>", "<|/result|>"
+TOOL_TOKENS = (CALC_START, CALC_RESULT, CALC_END)  # special tokens; after SPECIAL_TOKENS in the vocab
+CALL = re.compile(re.escape(CALC_START) + r"(.*?)" + re.escape(CALC_RESULT) + r"(.*?)(?:" + re.escape(CALC_END) + r"|$)",
+                  re.S)
+
+
+def calc_call(expr, result):
+    """The text of one finished call: what the model writes, then what the calculator forces."""
+    return f"{CALC_START}{expr}{CALC_RESULT}{result}{CALC_END}"
+
+
+def strip_calls(text):
+    """Text with every call (finished or cut off) removed, as a reader or the answer checker sees it."""
+    return CALL.sub("", text).replace(CALC_START, "")
 
 
 def qa_prompt(question):
