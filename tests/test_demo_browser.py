@@ -26,7 +26,8 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-f
 # "#### 6*x" a heading; the page must show every character as the model wrote it
 QUESTION = "What is d/dx 3*x^2?"
 ANSWER = "d/dx(3*x^2) = 3*2*x = *6x*, **6x**\n#### 6*x"
-LITERAL = "*a* **b** _c_ $x$ <b>d</b> x<y and y>z &lt; `e`\n#### f  g"  # typed by the user; shown through the same Chatbot path
+# typed by the user, shown through the same Chatbot path: Markdown, LaTeX, HTML, an entity, two spaces
+LITERAL = "*a* **b** _c_ $x$ <b>d</b> x<y and y>z &lt; `e`\n#### f  g"
 DELAY = {"s": 0.02}  # seconds per token (see Slow)
 
 

@@ -223,7 +223,7 @@ def build_demo(model=None, tok=None, problem=None, title="mathlm", about=()):
             text, done = "", {}
             for text in accumulate(pieces, done):
                 yield text.strip(), ""
-        except ValueError as e:  # empty, too long, not text: the message goes to the page, the server goes on
+        except (ValueError, MathlmError) as e:  # empty, too long, not text: said in the page, the server goes on
             yield f"error: {e}", ""
             return
         yield text.strip() or "(the model gave an empty answer)", cut_note(done["finish"], int(max_tokens), block_size)
@@ -234,7 +234,8 @@ def build_demo(model=None, tok=None, problem=None, title="mathlm", about=()):
         message = message or ""
         asked = [{"role": "user", "content": shown(message)}] if message.strip() else []
         if model is None:
-            yield history + asked + [{"role": "assistant", "content": shown(f"error: {problem}")}], sendable(message), ""
+            yield (history + asked + [{"role": "assistant", "content": shown(f"error: {problem}")}],
+                   sendable(message), "")
             return
         try:
             check_text(message, "message")
@@ -245,7 +246,7 @@ def build_demo(model=None, tok=None, problem=None, title="mathlm", about=()):
             text, done = "", {}
             for text in accumulate(pieces, done):
                 yield turn + [{"role": "assistant", "content": shown(text.strip())}], "", ""
-        except ValueError as e:
+        except (ValueError, MathlmError) as e:
             # the typed message stays in its box, so a too-long one can be shortened, not retyped
             yield history + asked + [{"role": "assistant", "content": shown(f"error: {e}")}], sendable(message), ""
             return
@@ -304,24 +305,24 @@ def build_demo(model=None, tok=None, problem=None, title="mathlm", about=()):
             gr.Examples(EXAMPLES, inputs=message)
 
         # each trigger: busy the button -> stream the answer -> free the button and show the note;
-        # Stop cancels the stream (Gradio stops pulling the generator) and frees the button itself
+        # Stop cancels the stream (Gradio stops pulling the generator) and frees the button itself.
+        # The button steps skip the queue: they touch no model and must not wait behind an answer
+        step = dict(api_visibility="private", queue=False, show_progress="hidden")
         qa_runs, chat_runs = [], []
         for trigger, api in ((ask.click, "answer"), (question.submit, None)):
-            r = trigger(busy, None, [ask, stop_qa, note_qa], api_visibility="private", queue=False).then(
-                answer, [question] + sliders, [output, after_qa],
-                **(dict(api_name=api) if api else dict(api_visibility="private")))
-            r.then(idle, after_qa, [ask, stop_qa, note_qa], api_visibility="private", queue=False)
+            api = dict(api_name=api) if api else dict(api_visibility="private")
+            r = trigger(busy, None, [ask, stop_qa, note_qa], **step).then(
+                answer, [question] + sliders, [output, after_qa], **api)
+            r.then(idle, after_qa, [ask, stop_qa, note_qa], **step)
             qa_runs.append(r)
         for trigger, api in ((send.click, "chat"), (message.submit, None)):
-            r = trigger(busy, None, [send, stop_chat, note_chat], api_visibility="private", queue=False).then(
-                chat, [message, chatbot] + sliders, [chatbot, message, after_chat],
-                **(dict(api_name=api) if api else dict(api_visibility="private")))
-            r.then(idle, after_chat, [send, stop_chat, note_chat], api_visibility="private", queue=False)
+            api = dict(api_name=api) if api else dict(api_visibility="private")
+            r = trigger(busy, None, [send, stop_chat, note_chat], **step).then(
+                chat, [message, chatbot] + sliders, [chatbot, message, after_chat], **api)
+            r.then(idle, after_chat, [send, stop_chat, note_chat], **step)
             chat_runs.append(r)
-        stop_qa.click(stopped, None, [ask, stop_qa, note_qa, after_qa], cancels=qa_runs,
-                      api_visibility="private", queue=False)
-        stop_chat.click(stopped, None, [send, stop_chat, note_chat, after_chat], cancels=chat_runs,
-                        api_visibility="private", queue=False)
+        stop_qa.click(stopped, None, [ask, stop_qa, note_qa, after_qa], cancels=qa_runs, **step)
+        stop_chat.click(stopped, None, [send, stop_chat, note_chat, after_chat], cancels=chat_runs, **step)
         # in the browser, no round trip: a reply to it could land after the next message is typed
         chatbot.clear(None, None, [message, note_chat], js="() => ['', '']", api_visibility="private")
     # one model: queue requests and serve them one at a time; max_size bounds the waiting line
