@@ -13,7 +13,9 @@ majority_baseline / majority_answer / majority_from; with --compare both sides, 
 exact McNemar p-value on the paired outcomes) and <out>.jsonl (one row per problem and
 checkpoint: domain, index in the domain's subset, question, completion, extracted, gold, kind,
 correct, correct_flexible, topic and level when the row has them; with --compare also side
-"A"/"B", so rows pair by domain + index).
+"A"/"B", so rows pair by domain + index). <out> is --out, by default eval_math, or
+eval_math_compare with --compare, so a comparison never replaces a one-checkpoint summary; the
+last line says what was written where, and a replaced summary of other checkpoints is named.
 
 accuracy is strict: only the declared answer (the "####" line, else \\boxed{}) counts, as in
 lm-eval-harness's strict match; flexible adds the fallbacks ("the answer is N", a bare answer, the
@@ -63,7 +65,7 @@ class Config:
     samples: int = 0               # k > 0: also maj@k and pass@k from k samples per problem
     temperature: float = 0.7       # for --samples only; the main accuracy is greedy
     device: str = "auto"           # auto|cuda|mps|cpu
-    out: str = "eval_math"         # writes <out>.json and <out>.jsonl
+    out: str = ""                  # writes <out>.json and .jsonl; "" = eval_math (eval_math_compare with --compare)
 
 
 # tiny: 1,000 problems per domain (all of calculus's held-out set): enough to see a 5-point step
@@ -177,6 +179,16 @@ def pct(s):
     return f"{100 * s['accuracy']:5.1f}% [{100 * s['ci95'][0]:.0f},{100 * s['ci95'][1]:.0f}]"
 
 
+def scored_by(path):
+    """The checkpoints an existing eval summary at `path` scored, or None (no file, or not one of ours)."""
+    try:
+        with open(path) as f:
+            s = json.load(f)
+        return list(s["checkpoints"]) if isinstance(s, dict) and isinstance(s.get("checkpoints"), list) else None
+    except (OSError, ValueError):
+        return None
+
+
 @cli
 def main(argv=None):
     cfg = parse_config(Config, PRESETS, argv)
@@ -216,9 +228,14 @@ def main(argv=None):
             print(f"{d:<10} {sa['n']:>5}  {pct(sa):<28} {pct(sb):<28} {100 * delta:>+7.1f}%  {p:.3g}")
     rows = [dict(r, side="AB"[j]) if len(runs) == 2 else r
             for j, run in enumerate(runs) for recs in run.values() for r in recs]
-    atomic_write(cfg.out + ".jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-    atomic_write_json(cfg.out + ".json", summary)
-    print(f"wrote {cfg.out}.json and {cfg.out}.jsonl ({time.time() - t0:.1f}s)")
+    out = cfg.out or ("eval_math_compare" if cfg.compare else "eval_math")
+    replaced = scored_by(out + ".json")
+    atomic_write(out + ".jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    atomic_write_json(out + ".json", summary)
+    what = " vs ".join(f"{side} = {ck}" for side, ck in zip("AB", ckpts)) if cfg.compare else ckpts[0]
+    print(f"wrote {os.path.abspath(out)}.json and .jsonl ({what}; {time.time() - t0:.1f}s)")
+    if replaced and replaced != ckpts:  # a different run's numbers are gone: say so, never silently
+        print(f"note: this replaced {out}.json of {' vs '.join(replaced)} — pass --out NAME to keep runs apart")
     return summary
 
 
