@@ -22,7 +22,9 @@ Pre-tokenisation (the regex below) is the design decision that shapes the vocabu
 Special tokens (ids 0..5, never split, never produced by merges):
     <|bos|> <|eos|> <|pad|> <|system|> <|user|> <|assistant|>
 eos separates documents in token streams and ends an assistant turn; the role tokens are
-used by the chat format in mathlm/format.py.
+used by the chat format in mathlm/format.py. Newly trained tokenizers add the calculator's
+format.TOOL_TOKENS right after them (ids 6..8: <|calc|> <|result|> <|/result|>); a tokenizer
+trained before them still loads, with `tok.calc_ids is None` (decoding then runs without the tool).
 
 Files: `tokenizer.json` (the whole tokenizer; loads in transformers.PreTrainedTokenizerFast
 with identical ids), `vocab.json` + `merges.txt` (the classic BPE pair), `tokenizer_config.json`.
@@ -31,6 +33,7 @@ import json
 import os
 
 from mathlm.common import atomic_write, atomic_write_json, sha256_file
+from mathlm.format import TOOL_TOKENS
 
 SPECIAL_TOKENS = ["<|bos|>", "<|eos|>", "<|pad|>", "<|system|>", "<|user|>", "<|assistant|>"]
 # letter^digit (x^2) | letters before such a chunk | one digit | words | ASCII punctuation runs
@@ -73,18 +76,23 @@ class MathTokenizer:
         if any(i is None for i in ids):
             raise ValueError("tokenizer lacks the mathlm special tokens " + ", ".join(SPECIAL_TOKENS))
         self.bos_id, self.eos_id, self.pad_id, self.system_id, self.user_id, self.assistant_id = ids
-        self.special_ids = set(ids)
+        self.special_ids = set(ids)  # control tokens: generation stops at any of them
+        # (<|calc|>, <|result|>, <|/result|>) ids, or None for a tokenizer trained without the tool
+        tool = [tk.token_to_id(t) for t in TOOL_TOKENS]
+        self.calc_ids = tuple(tool) if all(i is not None for i in tool) else None
         self.hash = self._hash()
 
     # --- training / io ------------------------------------------------------
 
     @classmethod
-    def train(cls, texts, vocab_size=32768, min_frequency=2, show_progress=True):
-        """texts: file paths (streamed in 1 MB pieces) or any iterator of strings."""
+    def train(cls, texts, vocab_size=32768, min_frequency=2, show_progress=True, tools=True):
+        """texts: file paths (streamed in 1 MB pieces) or any iterator of strings.
+        tools: add the calculator tokens (format.TOOL_TOKENS) after the special tokens."""
         from tokenizers import models, pre_tokenizers, trainers
         tk = _build(models.BPE())
         trainer = trainers.BpeTrainer(
-            vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=SPECIAL_TOKENS,
+            vocab_size=vocab_size, min_frequency=min_frequency,
+            special_tokens=SPECIAL_TOKENS + (list(TOOL_TOKENS) if tools else []),
             initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=show_progress)
         texts = list(texts) if isinstance(texts, (list, tuple)) else texts
         if isinstance(texts, list) and texts and all(isinstance(t, str) and os.path.isfile(t) for t in texts):
@@ -125,7 +133,7 @@ class MathTokenizer:
         return {
             "tokenizer_class": "PreTrainedTokenizerFast",
             "bos_token": "<|bos|>", "eos_token": "<|eos|>", "pad_token": "<|pad|>",
-            "additional_special_tokens": SPECIAL_TOKENS[3:],
+            "additional_special_tokens": SPECIAL_TOKENS[3:] + (list(TOOL_TOKENS) if self.calc_ids else []),
             "model_max_length": 512, "clean_up_tokenization_spaces": False,
             "chat_template": CHAT_TEMPLATE,
         }

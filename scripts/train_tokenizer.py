@@ -32,8 +32,9 @@ class Config:
     input: list[str] = field(default_factory=lambda: ["openwebmath.txt"])  # files or globs
     data_dir: str = "."              # where the fallback <name>.jsonl files are looked for
     out_dir: str = "math_tokenizer"  # the tokenizer folder written
-    vocab_size: int = 32768          # including the 6 special tokens
+    vocab_size: int = 32768          # including the 6 special tokens and the 3 tool tokens
     min_frequency: int = 2           # a pair seen once is noise, not a merge
+    tools: bool = True               # add the calculator tokens <|calc|> <|result|> <|/result|> (ids 6..8)
     max_mb: int = 0                  # stop reading after this many MB of text (0 = all)
 
 
@@ -100,7 +101,7 @@ def main(argv=None):
     print(f"training a {cfg.vocab_size:,}-token BPE on {len(files)} file(s), {mb:,.1f} MB")
     t0 = time.time()
     tok = MathTokenizer.train(iter_texts(files, cfg.max_mb), vocab_size=cfg.vocab_size,
-                              min_frequency=cfg.min_frequency, show_progress=sys.stderr.isatty())
+                              min_frequency=cfg.min_frequency, show_progress=sys.stderr.isatty(), tools=cfg.tools)
     out = os.path.abspath(cfg.out_dir.rstrip("/"))
     tmp, old = out + ".tmp", out + ".old"
     shutil.rmtree(tmp, ignore_errors=True)
