@@ -68,36 +68,94 @@ def eval_rows(summary, prefix=""):
     return rows
 
 
-def eval_table(eval_dir):
-    """The model card's results section from the newest summary of each kind, or a 'not yet' line."""
+# the pipeline's checkpoints: the stage each holds, and report.json's tag for it
+PIPELINE_STAGES = {"checkpoint.pt": "pretrain", "checkpoint_mathlm.pt": "sft", "checkpoint_mathlm_grpo.pt": "grpo"}
+REPORT_TAGS = {"base": "checkpoint.pt", "sft": "checkpoint_mathlm.pt", "grpo": "checkpoint_mathlm_grpo.pt"}
+
+
+def measured(summary):
+    """An eval summary -> [(checkpoint it measured, name, accuracy, ci95, n)]. eval.math names its
+    checkpoints (two with --compare, each domain then holding "A" and "B"), eval.gsm8k its one;
+    report.json holds accuracy[domain][base|sft|grpo] for the pipeline's three checkpoints."""
+    if not isinstance(summary, dict):
+        return []
+    if summary.get("task") == "math":
+        ckpts = summary.get("checkpoints") or [summary.get("checkpoint") or "?"]
+        doms = summary.get("domains") or {}
+        if len(ckpts) == 2:
+            return [(ck, *row) for side, ck in zip("AB", ckpts) for d, v in doms.items()
+                    for row in eval_rows((v or {}).get(side), f"math/{d}")]
+        return [(ckpts[0], *row) for row in eval_rows(summary)]
+    if summary.get("task") == "gsm8k":
+        shots, used = summary.get("shots"), summary.get("shots_used_min")  # shots are dropped to fit the context
+        fewer = "" if used in (None, shots) else f", {used} where the context is short"
+        name = "gsm8k" if shots is None else f"gsm8k ({shots}-shot{fewer})"
+        return [(summary.get("checkpoint") or "?", name, *row[1:]) for row in eval_rows(summary)[:1]]
+    if isinstance(summary.get("accuracy"), dict):  # report.json
+        return [(REPORT_TAGS.get(tag, tag), *row) for d, tags in summary["accuracy"].items() if isinstance(tags, dict)
+                for tag, v in tags.items() for row in eval_rows(v, f"math/{d}")]
+    return [("?", *row) for row in eval_rows(summary)]
+
+
+def stage_of(ck, eval_dir):
+    """The stage the checkpoint file `ck` holds (read from it when it is found as written or in
+    eval_dir), else what the pipeline's file name says, else "?"."""
+    from mathlm.infer.demo import checkpoint_stage
+    for p in (ck, os.path.join(eval_dir, ck), os.path.join(eval_dir, os.path.basename(ck))):
+        if os.path.isfile(p):
+            return checkpoint_stage(p)
+    return PIPELINE_STAGES.get(os.path.basename(ck), "?")
+
+
+def same_file(ck, path, eval_dir):
+    """Whether the eval's checkpoint `ck` (as the eval was given it) is the exported file `path`."""
+    for p in (ck, os.path.join(eval_dir, ck)):
+        if os.path.isfile(p) and os.path.isfile(path):
+            return os.path.samefile(p, path)
+    return os.path.basename(ck) == os.path.basename(path)
+
+
+def eval_table(eval_dir, path=None):
+    """The model card's results section: the newest summary's row for each (checkpoint, task), each row
+    labelled with the checkpoint and stage it measured — the exported one (`path`) first, with its
+    per-topic rows; the pipeline's other stages after it for comparison — or a 'not yet' line."""
     paths = sorted(glob.glob(os.path.join(eval_dir, "eval_*.json")) + glob.glob(os.path.join(eval_dir, "report.json")),
                    key=os.path.getmtime, reverse=True)
-    rows, used = [], []
-    seen = set()
+    rows, used, seen = [], [], set()
     for p in paths:
         try:
             with open(p) as f:
                 s = json.load(f)
         except (OSError, ValueError):
             continue
-        for name, acc, ci, n in eval_rows(s):
-            if name in seen:  # the newest file wins for each task/domain
+        for ck, name, acc, ci, n in measured(s):
+            key = (os.path.basename(ck), name)
+            if key in seen:  # the newest file wins for each checkpoint and task/domain
                 continue
-            seen.add(name)
-            rows.append((name, acc, ci, n))
+            seen.add(key)
+            mine = path is not None and same_file(ck, path, eval_dir)
+            if "/topics/" in name and not mine:  # other checkpoints: one row per domain is enough
+                continue
+            rows.append((not mine, ck, name, acc, ci, n))
             if p not in used:
                 used.append(p)
     if not rows:
         return "Not evaluated yet (no eval_*.json or report.json beside the checkpoint).\n"
-    lines = ["| task | accuracy | 95% CI | n |", "|---|---|---|---|"]
-    for name, acc, ci, n in rows:
+    lines = ["| checkpoint | stage | task | accuracy | 95% CI | n |", "|---|---|---|---|---|---|"]
+    stages, first = {}, {}
+    for r in rows:
+        first.setdefault(os.path.basename(r[1]), len(first))
+    # this model's rows first, then each other checkpoint's together (in the order the files gave them)
+    for other, ck, name, acc, ci, n in sorted(rows, key=lambda r: (r[0], first[os.path.basename(r[1])])):
+        stage = stages.setdefault(ck, stage_of(ck, eval_dir))
+        label = f"`{os.path.basename(ck)}`" + ("" if other or path is None else " (this model)")
         ci_s = f"{100 * ci[0]:.1f}–{100 * ci[1]:.1f}%" if isinstance(ci, (list, tuple)) and len(ci) == 2 else "–"
-        lines.append(f"| {name} | {100 * acc:.1f}% | {ci_s} | {n if n is not None else '–'} |")
+        lines.append(f"| {label} | {stage} | {name} | {100 * acc:.1f}% | {ci_s} | {n if n is not None else '–'} |")
     src = ", ".join(os.path.basename(p) for p in used)
     return "\n".join(lines) + f"\n\nGreedy decoding unless stated; from {src}.\n"
 
 
-def model_card(ckpt, repo_id, eval_dir, tok):
+def model_card(ckpt, repo_id, eval_dir, tok, path=None):
     mc = ckpt["model_config"]
     total, active = count_params(mc)
     moe = mc.get("n_expert", 0) > 0
@@ -142,7 +200,7 @@ Stage: `{ckpt.get('stage', '?')}`{f", {ckpt['step']:,} optimizer steps" if isins
 
 ## Evaluation
 
-{eval_table(eval_dir)}
+{eval_table(eval_dir, path)}
 ## Prompt format
 
 One question: `{example!r}` — the model answers after `A:` and ends with `<|eos|>`.
@@ -229,7 +287,7 @@ def main(argv=None):
         files = export_folder(ckpt, tok, cfg.out_dir, dtype)
     except ValueError as e:
         die(str(e))
-    atomic_write(os.path.join(cfg.out_dir, "README.md"), model_card(ckpt, cfg.repo_id, cfg.eval_dir, tok))
+    atomic_write(os.path.join(cfg.out_dir, "README.md"), model_card(ckpt, cfg.repo_id, cfg.eval_dir, tok, path))
     print(f"wrote {cfg.out_dir}/ ({', '.join(files + ['README.md'])}) from {path}")
     if cfg.repo_id:
         upload(cfg.out_dir, cfg.repo_id, cfg.private)

@@ -160,17 +160,61 @@ def test_corrupt_weights_are_refused(dense_folder, tmp_path):
 def test_model_card_has_architecture_and_eval_table(tmp_path):
     path, tok_dir, model, tok = make_tiny(str(tmp_path))
     (tmp_path / "eval_gsm8k.json").write_text(json.dumps(
-        {"task": "gsm8k", "n": 200, "accuracy": 0.125, "ci95": [0.084, 0.178]}))
+        {"task": "gsm8k", "checkpoint": "checkpoint.pt", "n": 200, "accuracy": 0.125, "ci95": [0.084, 0.178],
+         "shots": 2, "shots_used_min": 0}))
     (tmp_path / "eval_math.json").write_text(json.dumps(
-        {"task": "math", "domains": {"calculus": {"n": 50, "accuracy": 0.5, "ci95": [0.36, 0.64]},
-                                     "ml_math": {"n": 50, "accuracy": 0.3}}}))
+        {"task": "math", "checkpoints": ["checkpoint.pt"],
+         "domains": {"calculus": {"n": 50, "accuracy": 0.5, "ci95": [0.36, 0.64]},
+                     "ml_math": {"n": 50, "accuracy": 0.3}}}))
     upload_main(["--checkpoint", path, "--tokenizer", tok_dir, "--out_dir", str(tmp_path / "hf"),
                  "--eval_dir", str(tmp_path), "--repo_id", "me/mathlm-tiny"])
     card = (tmp_path / "hf" / "README.md").read_text()
-    assert "| gsm8k | 12.5% | 8.4–17.8% | 200 |" in card
-    assert "| math/calculus | 50.0% | 36.0–64.0% | 50 |" in card and "| math/ml_math | 30.0% | – | 50 |" in card
+    assert "| checkpoint | stage | task | accuracy | 95% CI | n |" in card
+    assert ("| `checkpoint.pt` (this model) | sft | gsm8k (2-shot, 0 where the context is short) | 12.5% "
+            "| 8.4–17.8% | 200 |") in card
+    assert "| `checkpoint.pt` (this model) | sft | math/calculus | 50.0% | 36.0–64.0% | 50 |" in card
+    assert "| `checkpoint.pt` (this model) | sft | math/ml_math | 30.0% | – | 50 |" in card
     assert f"{model.num_params() / 1e6:.2f}M" in card and "Qwen3ForCausalLM" in card
     assert 'from_pretrained("me/mathlm-tiny")' in card and "data=gsm8k,calculus" in card
+
+
+def test_model_card_labels_each_row_with_the_checkpoint_it_measured(tmp_path, monkeypatch):
+    """A pipeline folder: eval_base/sft/grpo.json, a --compare summary (A and B sides), and report.json
+    repeating them. Each row names its checkpoint and stage (read from the file when it is there, else
+    from the pipeline's name); the exported checkpoint's rows come first, with its per-topic rows; the
+    newest file wins for each (checkpoint, task)."""
+    path, tok_dir, _, _ = make_tiny(str(tmp_path), name="checkpoint_mathlm_grpo.pt")  # stage "sft" inside
+    make_tiny(str(tmp_path), name="checkpoint_mathlm.pt")
+
+    def dom(c, topics=None):  # one domain's summary, out of 10
+        return dict({"n": 10, "correct": c, "accuracy": c / 10}, **({"topics": topics} if topics else {}))
+    files = {
+        "report.json": {"accuracy": {"calculus": {"base": dom(0), "sft": dom(9), "grpo": dom(9)}}},  # oldest
+        "eval_base.json": {"task": "math", "checkpoints": ["checkpoint.pt"], "domains": {"calculus": dom(1)}},
+        "eval_sft.json": {"task": "math", "checkpoints": ["checkpoint_mathlm.pt"], "domains": {"calculus": dom(5)}},
+        "eval_grpo.json": {"task": "math", "checkpoints": ["checkpoint_mathlm_grpo.pt"],
+                           "domains": {"calculus": dom(7, {"poly_derivative": dom(8)})}},
+        "eval_math_compare.json": {"task": "math", "checkpoints": ["checkpoint.pt", "checkpoint_mathlm_grpo.pt"],
+                                   "domains": {"ml_math": {"A": dom(2), "B": dom(3), "delta": 0.1}}},
+    }
+    for i, (name, s) in enumerate(files.items()):
+        (tmp_path / name).write_text(json.dumps(s))
+        os.utime(tmp_path / name, (1e9 + i, 1e9 + i))
+    monkeypatch.chdir(tmp_path)
+    rows = [line for line in eval_table(".", path).splitlines() if line.startswith("| `")]
+    assert rows == [
+        "| `checkpoint_mathlm_grpo.pt` (this model) | sft | math/ml_math | 30.0% | – | 10 |",
+        "| `checkpoint_mathlm_grpo.pt` (this model) | sft | math/calculus | 70.0% | – | 10 |",
+        "| `checkpoint_mathlm_grpo.pt` (this model) | sft | math/calculus/topics/poly_derivative | 80.0% | – | 10 |",
+        "| `checkpoint.pt` | pretrain | math/ml_math | 20.0% | – | 10 |",
+        "| `checkpoint.pt` | pretrain | math/calculus | 10.0% | – | 10 |",
+        "| `checkpoint_mathlm.pt` | sft | math/calculus | 50.0% | – | 10 |",
+    ]
+    assert "| math/ml_math/A |" not in eval_table(".", path)  # no side letters: the checkpoint is named
+    os.remove("eval_base.json"), os.remove("eval_sft.json")  # report.json's rows are the fallback
+    table = eval_table(".", path)
+    assert "| `checkpoint.pt` | pretrain | math/calculus | 0.0% |" in table
+    assert "| `checkpoint_mathlm.pt` | sft | math/calculus | 90.0% |" in table
 
 
 def test_model_card_without_evals(tmp_path):
