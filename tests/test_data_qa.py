@@ -12,7 +12,7 @@ from mathlm.data import download_gsm8k, download_math, download_numina, download
 from mathlm.data.decontam import build_test_index, decontaminate, ngrams, words
 from mathlm.data.qa_io import last_boxed, load_qa, qa_example, read_jsonl, write_jsonl, write_qa_bin, write_qa_dataset
 from mathlm.data.tokens import meta_path, read_meta
-from mathlm.format import encode_qa, qa_answer, qa_prompt, qa_text
+from mathlm.format import encode_qa, qa_answer, qa_prompt, qa_text, strip_calls
 from mathlm.tokenizer import MathTokenizer
 from tests.conftest import GSM8K_SAMPLE, gsm8k_full
 
@@ -61,8 +61,9 @@ def test_gsm8k_writes_every_row(gsm8k_dir):
 def test_gsm8k_answers_keep_reasoning_and_final(gsm8k_dir):
     out, _, _ = gsm8k_dir
     train = read_jsonl(os.path.join(out, "gsm8k.jsonl"))
-    assert train[0]["answer"] == ("Natalia sold 48/2 = 24 clips in May.\n"
-                                  "Natalia sold 48+24 = 72 clips altogether in April and May.\n#### 72")
+    # the annotations are calculator calls by default (tests/test_download_gsm8k.py); a reader sees GSM8K's sentences
+    assert strip_calls(train[0]["answer"]) == ("Natalia sold 48/2 = 24 clips in May.\n"
+                                               "Natalia sold 48+24 = 72 clips altogether in April and May.\n#### 72")
     assert train[0]["final"] == "72"
     for r in train:
         assert "<<" not in r["answer"]
@@ -154,7 +155,8 @@ def test_downloader_survives_malformed_source(tmp_path, capsys):
     assert "skipped 1 malformed line(s) (not a JSON object): line 2" in log
     assert "skipped 1 row(s) missing the expected fields: row 2" in log
     rows = read_jsonl(str(out / "gsm8k.jsonl"))
-    assert rows[1] == {"question": "Cost?", "answer": "5 * 3 = 15\n#### 1,500", "final": "1500"}
+    assert rows[1] == {"question": "Cost?", "answer": "5 * 3 = <|calc|>5*3<|result|>15<|/result|>15\n#### 1,500",
+                       "final": "1500"}
     assert not os.path.exists(out / "gsm8k.bin")  # --text_only: no tokenizer needed, no .bin
 
 

@@ -102,7 +102,7 @@ def test_shots_are_the_documented_train_examples():
     with open(os.path.join(GSM8K_SAMPLE, "train.jsonl")) as f:
         train = [json.loads(line) for _, line in zip(range(5), f)]
     for (q, a), row in zip(gsm8k_eval.SHOTS, (train[1], train[4])):
-        pair = to_pair(row)
+        pair = to_pair(row, "strip")
         assert (q, a) == (pair["question"], pair["answer"])
 
 
