@@ -215,4 +215,62 @@ def calculate(expr):
         return CALC_ERROR
 
 
-__all__ = ["calculate", "evaluate", "format_number", "CALC_ERROR", "MAX_DECIMALS"]
+# -----------------------------------------------------------------------------
+# calls during decoding: which tokens the calculator forces, row by row
+
+
+class CallTracker:
+    """Calculator calls across the rows of one batched decode, in token ids (no torch: mathlm's
+    GPT.generate and mathlm.infer.tools' transformers loop share it, so both force the same tokens).
+
+        calls = CallTracker(tok, prompts)          # tok: .calc_ids (3 ids), .encode, .decode
+        toks, forced = calls.step(sampled, done)   # lists, one entry per row, every decode step
+
+    When a row's chosen token is <|result|>, the text since that row's last <|calc|> is computed and
+    its result tokens + <|/result|> are queued; the next steps override that row's sampled token
+    with them (forced True), one per step, so they pass through the model like sampled ones. Other
+    rows are untouched. A <|result|> with no open call forces CALC_ERROR. Prompt tokens run through
+    the same machine as if forced by the caller: a prompt may hold finished calls, end inside a
+    call's expression, or end at <|result|> (then the first steps are forced).
+    """
+
+    def __init__(self, tok, prompts):
+        self.tok = tok
+        self.calc, self.result, self.end = tok.calc_ids
+        self.open = [None] * len(prompts)      # ids since the row's last <|calc|>, None = no open call
+        self.pending = [[] for _ in prompts]   # tokens still to force, in order
+        for r, p in enumerate(prompts):
+            for t in p:
+                if self.pending[r] and self.pending[r][0] == t:  # the prompt already holds this forced token
+                    self.pending[r].pop(0)
+                else:
+                    self.pending[r] = []
+                    self.advance(r, t)
+
+    def advance(self, r, t):
+        """Row r's state after token t, which the model (not the calculator) chose."""
+        if t == self.calc:
+            self.open[r] = []
+        elif t == self.result:
+            expr = self.tok.decode(self.open[r]) if self.open[r] is not None else None
+            self.open[r] = None
+            self.pending[r] = list(self.tok.encode(calculate(expr) if expr is not None else CALC_ERROR))
+            self.pending[r].append(self.end)
+        elif self.open[r] is not None:
+            self.open[r].append(t)
+
+    def step(self, toks, done=None):
+        """toks: each row's sampled token (list of ints). Returns (toks with forced tokens put in, forced
+        flags). done[r] True: row r has finished and is left alone."""
+        toks, forced = list(toks), [False] * len(toks)
+        for r, t in enumerate(toks):
+            if done is not None and done[r]:
+                continue
+            if self.pending[r]:
+                toks[r], forced[r] = self.pending[r].pop(0), True
+            else:
+                self.advance(r, t)
+        return toks, forced
+
+
+__all__ = ["calculate", "evaluate", "format_number", "CallTracker", "CALC_ERROR", "MAX_DECIMALS"]

@@ -421,7 +421,7 @@ class GPT(nn.Module):
 
     @torch.no_grad()
     def generate(self, prompts, max_new_tokens, temperature=0.0, top_k=None, top_p=None, seed=None,
-                 eos_id=None, num_samples=1):
+                 eos_id=None, num_samples=1, tools=None, with_forced=False):
         """Yield the next token of every row, (B * num_samples,), once per step.
 
         prompts: list of token-id lists (lengths may differ; left padded here) or a LongTensor (B, T).
@@ -429,6 +429,13 @@ class GPT(nn.Module):
         once, then its cache rows are copied num_samples times. A row that emitted eos_id keeps
         yielding eos_id; generation stops once all rows have, or when prompt + new tokens reach
         block_size. A seed makes sampling reproducible (its own torch.Generator; global RNG untouched).
+
+        tools: the calculator (mathlm/calculator.py), given a tokenizer with `calc_ids` (None there,
+        or tools None: off). A row that emits <|result|> gets the result of its call and <|/result|>
+        forced, one token per step, fed through the cache like sampled tokens; other rows keep sampling.
+        Forced text counts against max_new_tokens / block_size like sampled text (a result that does
+        not fit is cut with the row). with_forced: yield (tokens, forced) instead, forced (B * n,) bool
+        True where the calculator, not the model, chose the token (GRPO leaves those out of the loss).
         """
         device = self.lm_head.weight.device
         if isinstance(prompts, torch.Tensor):
@@ -465,12 +472,22 @@ class GPT(nn.Module):
             cache.expand(num_samples)
             logits = logits.repeat_interleave(num_samples, dim=0)
         done = torch.zeros(B * num_samples, dtype=torch.bool, device=device)
+        calls = None
+        if tools is not None and getattr(tools, "calc_ids", None) is not None:
+            from mathlm.calculator import CallTracker
+            calls = CallTracker(tools, [list(p) for p in (prompts.tolist() if isinstance(prompts, torch.Tensor)
+                                                          else prompts) for _ in range(num_samples)])
+        forced = torch.zeros(B * num_samples, dtype=torch.bool, device=device)
         for step in range(n_new):
             tok = sample_logits(logits, temperature, top_k, top_p, generator)  # (B * num_samples,)
+            if calls is not None:  # one host sync a step: the calculator reads the chosen tokens
+                toks, forced = calls.step(tok.tolist(), done.tolist())
+                tok = torch.tensor(toks, dtype=torch.long, device=device)
+                forced = torch.tensor(forced, dtype=torch.bool, device=device)
             if eos_id is not None:
                 tok = tok.masked_fill(done, eos_id)
                 done = done | (tok == eos_id)
-            yield tok
+            yield (tok, forced) if with_forced else tok
             if step == n_new - 1 or (eos_id is not None and bool(done.all())):
                 return
             logits, _, _ = self(tok[:, None], cache=cache, last_only=True)
@@ -478,7 +495,7 @@ class GPT(nn.Module):
 
     def generate_ids(self, prompts, max_new_tokens, **kwargs):
         """generate() collected: the new tokens of every row as a list, cut before eos."""
-        steps = list(self.generate(prompts, max_new_tokens, **kwargs))
+        steps = list(self.generate(prompts, max_new_tokens, **{**kwargs, "with_forced": False}))
         if not steps:
             n = (len(prompts) if not isinstance(prompts, torch.Tensor) else prompts.size(0))
             return [[] for _ in range(n * kwargs.get("num_samples", 1))]
