@@ -23,6 +23,14 @@ Answer syntax (what `final` and the question expressions use): sympy's str with 
 explicit `*`, functions sin cos tan exp log sqrt, constants pi; numbers are integers or a/b.
 Read it back with sympy.parse_expr(s.replace("^", "**")) — only on trusted text like this file's.
 
+--calls writes the integer arithmetic of a scratchpad as calculator calls (mathlm/format.py), each
+right before the number it computes: a coefficient times an exponent or inner constant
+("d/dx(3*x^4) = <|calc|>4*3<|result|>12<|/result|>12*x^3"), a coefficient over n+1 in an
+antiderivative, the constant of a quotient's numerator, the last sum of F(a) and F(b) - F(a). A call
+is written only where the calculator prints exactly the number that follows it (so 7/3 is not one),
+and strip_calls gives back the text without --calls character for character: the same problems,
+the same split. Off by default: the tiny recipe's measured numbers were made without it.
+
 Deterministic: one random.Random(seed) drives everything; sympy printing is canonical.
 Questions are unique by their maths (the expression with the variable renamed to x), so the
 held-out split cannot hold the same problem phrased differently.
@@ -38,6 +46,7 @@ import sympy as sp
 from sympy.printing.str import StrPrinter
 
 from mathlm.common import cli, die, parse_config
+from mathlm.format import calc_call, strip_calls
 
 
 @dataclass
@@ -53,6 +62,7 @@ class Config:
     corpus: int = 0                 # worked examples written as prose to calculus_corpus.txt (pretraining text)
     n_typed_test: int = 0           # held-out questions in phrasings never trained on → calculus_typed_test.jsonl
     workers: int = 0                # generator processes; 0 = one per CPU
+    calls: bool = False             # integer arithmetic steps as calculator calls (default off: see above)
 
 
 # tiny: the first two levels only (what a 3M model learns in minutes), a 1,000-problem test set
@@ -94,6 +104,29 @@ def fmt_num(q):
     """Exact rational → '5', '-7/3'."""
     q = Fraction(q)
     return str(q.numerator) if q.denominator == 1 else f"{q.numerator}/{q.denominator}"
+
+
+def call_for(expr, value, text):
+    """The call computing `value` from `expr`, written right before `text` (the number it produces),
+    or "" unless the calculator prints the value exactly as `text`."""
+    from mathlm.calculator import format_number
+    value = sp.Rational(value)
+    shown = format_number(Fraction(int(value.p), int(value.q)))
+    return calc_call(expr, shown) if shown == text else ""
+
+
+def coef_call(e, d):
+    """The call for d's integer coefficient from e's: 3*x^4 → 12*x^3 is 4*3, 5*cos(2*x) → -10*sin(2*x)
+    is -2*5, ∫ 12*x^3 = 3*x^4 is 12/4; "" where no integer step makes it."""
+    ce, cd = sp.S(e).as_coeff_Mul()[0], sp.S(d).as_coeff_Mul()[0]
+    if not (ce.is_Integer and cd.is_Integer) or abs(ce) == 1 or abs(cd) == 1 or cd in (0, ce):
+        return ""
+    r = cd / ce
+    expr = f"{r}*{paren(str(ce))}" if r.is_Integer else f"{paren(str(ce))}/{1 / r}" if (1 / r).is_Integer else None
+    s = fmt(d)
+    if expr is None or not s.startswith(str(cd)) or s[len(str(cd)):][:1].isdigit():
+        return ""
+    return call_for(expr, cd, str(cd))
 
 
 def to_x(s, v):
@@ -197,7 +230,7 @@ def join_terms(terms):
 
 def term_lines(atoms, v):
     """'d/dx(3*x^4) = 12*x^3, d/dx(5) = 0' for a term-by-term solution."""
-    return ", ".join(f"d/d{v}({fmt(e)}) = {fmt(d)}" for e, d, _ in atoms)
+    return ", ".join(f"d/d{v}({fmt(e)}) = {coef_call(e, d)}{fmt(d)}" for e, d, _ in atoms)
 
 
 def poly_atoms(rng, v, n_terms, max_deg=5, allow_neg=False):
@@ -399,11 +432,13 @@ def gen_quotient_rule(rng, v, level):
         if level == 2:   # the numerator expanded, so the x terms visibly cancel
             lines.append(f"p'*q = {dp}*{paren(fmt(q))} = {fmt(sp.expand(dp * q))}, "
                          f"p*q' = {paren(fmt(p))}*{c} = {fmt(sp.expand(p * c))}.")
+            call = call_for(f"{dp * d0}-{paren(str(b * c))}", num, final.split("/")[0])
             lines.append(f"(p/q)' = (p'*q - p*q')/q^2 = ({fmt(sp.expand(dp * q))} - {paren(fmt(sp.expand(p * c)))})"
-                         f"/{paren(fmt(q))}^2 = {final}.")
+                         f"/{paren(fmt(q))}^2 = {call}{final}.")
         else:
+            call = call_for(f"{dp}*{paren(str(d0))}-{paren(str(a))}*{c}", num, final.split("/")[0])
             lines.append(f"(p/q)' = (p'*q - p*q')/q^2 = ({dp}*{paren(fmt(q))} - {paren(fmt(p))}*{c})/{paren(fmt(q))}^2"
-                         f" = {final}.")
+                         f" = {call}{final}.")
         return dict(rule="quotient rule"), lines, p / q, d, fmt(p / q), final
     while True:
         num_kind = rng.choice(["lin", "lin", "pow", "quad", "sin", "cos", "exp", "log", "const"])
@@ -509,7 +544,7 @@ def gen_indefinite(rng, v, level):
         atoms = [atom("pow", nz(rng, -4, 4) * (d + 1 if d >= 0 and (level == 1 or rng.random() < 0.7) else 1), d, v)
                  for d in degs]
         lines = [f"Integrate term by term with ∫ {v}^n d{v} = {v}^(n+1)/(n+1): "
-                 + ", ".join(f"∫ {fmt(e)} d{v} = {fmt(F)}" for e, _, F in atoms) + "."]
+                 + ", ".join(f"∫ {fmt(e)} d{v} = {coef_call(e, F)}{fmt(F)}" for e, _, F in atoms) + "."]
     elif family == "basic":
         kinds = rng.sample(["exp", "sin", "cos", "recip"], rng.randint(1, 2))
         atoms = []
@@ -525,7 +560,7 @@ def gen_indefinite(rng, v, level):
             atoms.append(atom("pow", nz(rng, -4, 4) * (d + 1), d, v))
         lines = [f"Integrate term by term (∫ exp(k*{v}) = exp(k*{v})/k, ∫ sin(k*{v}) = -cos(k*{v})/k, "
                  f"∫ cos(k*{v}) = sin(k*{v})/k, ∫ 1/{v} = log({v})): "
-                 + ", ".join(f"∫ {fmt(e)} d{v} = {fmt(F)}" for e, _, F in atoms) + "."]
+                 + ", ".join(f"∫ {fmt(e)} d{v} = {coef_call(e, F)}{fmt(F)}" for e, _, F in atoms) + "."]
     if family in ("poly", "basic"):
         f = sp.Add(*[t[0] for t in atoms])
         F = sp.Add(*[t[2] for t in atoms])
@@ -589,7 +624,9 @@ def poly_value_line(F_atoms, v, at):
             powers.append(fmt_num(F.subs(x, at)))
     vals = [F.subs(x, at) for F in F_atoms]
     steps = [subst, join_terms(powers), join_terms([fmt_num(y) for y in vals]), fmt_num(sum(vals))]
-    out = [steps[0]] + [b for a, b in zip(steps, steps[1:]) if b != a]
+    if len(vals) > 1:   # the sum of the terms' values: "-16 - 6" is itself the calculator's expression
+        steps[3] = call_for(steps[2], sum(vals), steps[3]) + steps[3]
+    out = [steps[0]] + [b for a, b in zip(steps, steps[1:]) if strip_calls(b) != strip_calls(a)]
     return f"F({at}) = " + " = ".join(out)
 
 
@@ -640,14 +677,16 @@ def gen_definite(rng, v, level):
                                 for t in atoms):
         lines = [f"An antiderivative is F({v}) = {F_s}.", poly_value_line([t[2] for t in atoms], v, int(hi)) + ".",
                  poly_value_line([t[2] for t in atoms], v, int(lo)) + ".",
-                 f"F({fmt(hi)}) - F({fmt(lo)}) = {fmt_num(Fb)} - {paren(fmt_num(Fa))} = {fmt_num(val)}."]
+                 f"F({fmt(hi)}) - F({fmt(lo)}) = {fmt_num(Fb)} - {paren(fmt_num(Fa))} = "
+                 f"{call_for(f'{fmt_num(Fb)}-{paren(fmt_num(Fa))}', val, fmt_num(val))}{fmt_num(val)}."]
         if lo == 0:
             lines[2:] = [f"F(0) = 0, so the integral is {fmt_num(val)}."]
     else:
         Fa_s = fmt_num(Fa) if Fa.is_Rational else fmt(Fa)
         Fb_s = fmt_num(Fb) if Fb.is_Rational else fmt(Fb)
+        call = call_for(f"{Fb_s}-{paren(Fa_s)}", val, fmt_num(val)) if Fa.is_Rational and Fb.is_Rational else ""
         lines = [f"An antiderivative is F({v}) = {F_s}.",
-                 f"F({fmt(hi)}) - F({fmt(lo)}) = {Fb_s} - {paren(Fa_s)} = {fmt_num(val)}."]
+                 f"F({fmt(hi)}) - F({fmt(lo)}) = {Fb_s} - {paren(Fa_s)} = {call}{fmt_num(val)}."]
     return dict(a=fmt(lo), b=fmt(hi)), lines, f, (lo, hi, val), join_terms([fmt(t[0]) for t in atoms]), fmt_num(val)
 
 
@@ -666,7 +705,7 @@ def _read(s, v):
     return parse_expr(s.replace("^", "**"), local_dict={v: sp.Symbol(v), "exp": sp.exp, "log": sp.log})
 
 
-def make_pair(rng, topic, level=3, casual_frac=0.0):
+def make_pair(rng, topic, level=3, casual_frac=0.0, calls=False):
     """One verified record, or None when the sample fails its check (or is degenerate).
     What is checked is the text written: the final string is read back and compared, exactly
     for polynomials (sp.expand) and at three points to 30 digits otherwise."""
@@ -698,6 +737,8 @@ def make_pair(rng, topic, level=3, casual_frac=0.0):
     style = "casual" if rng.random() < casual_frac else "formal"
     q = phrase(rng, family, e_s, v, a=params.get("a"), b=params.get("b"), rule=extra.get("rule"), style=style)
     answer = "\n".join(lines + [f"#### {final}"])
+    if not calls:   # the generators write every call; without --calls the text is exactly as before them
+        answer = strip_calls(answer)
     return {"question": q, "answer": answer, "final": final, "kind": kind, "topic": topic, "level": level,
             "var": v, "params": params, "style": style}
 
@@ -705,12 +746,12 @@ def make_pair(rng, topic, level=3, casual_frac=0.0):
 def _block(args):
     """Candidates of one seeded block: one Random per block, so the output does not depend on the worker count.
     `buckets` are the (topic, level) pairs still worth drawing from, taken in turn."""
-    seed, block, size, buckets, casual_frac = args
+    seed, block, size, buckets, casual_frac, calls = args
     rng = random.Random(f"{seed}/{block}")
-    return [make_pair(rng, *buckets[i % len(buckets)], casual_frac) for i in range(size)]
+    return [make_pair(rng, *buckets[i % len(buckets)], casual_frac, calls) for i in range(size)]
 
 
-def generate(n, seed, progress=False, stats=None, levels=(3,), casual_frac=0.0, workers=1):
+def generate(n, seed, progress=False, stats=None, levels=(3,), casual_frac=0.0, workers=1, calls=False):
     """n verified pairs, unique by their maths, each topic an equal share. Same (n, seed, levels) → same
     list, for any number of workers: candidates come in rounds of 4 seeded blocks of 256, and between
     rounds a full topic stops being drawn, as does a (topic, level) whose round was ≥ 95% duplicates
@@ -733,7 +774,7 @@ def generate(n, seed, progress=False, stats=None, levels=(3,), casual_frac=0.0, 
                 raise RuntimeError(f"{NAME}: cannot find {n} unique checked pairs at levels {levels}"
                                    f" ({dropped} failed, {dups} duplicates; per topic "
                                    + ", ".join(f"{t} {c}" for t, c in per_topic.items()) + "); ask for fewer or add levels")
-            jobs = [(seed, block + j, size, tuple(buckets), casual_frac) for j in range(per_round)]
+            jobs = [(seed, block + j, size, tuple(buckets), casual_frac, calls) for j in range(per_round)]
             block += per_round
             tried, dup = Counter(), Counter()
             for recs in (pool.map(_block, jobs) if pool else map(_block, jobs)):
@@ -887,7 +928,7 @@ def main(argv=None):
     stats = {}
     total = cfg.n + cfg.n_test + cfg.n_typed_test
     pairs = generate(total, cfg.seed, progress=True, stats=stats, levels=levels, casual_frac=cfg.casual,
-                     workers=workers)
+                     workers=workers, calls=cfg.calls)
     # one seeded shuffle cuts the pool (unique by maths) into disjoint parts: no test problem is
     # trained on, as a Q/A pair or inside the corpus
     random.Random(cfg.seed).shuffle(pairs)
