@@ -68,8 +68,9 @@ def eval_rows(summary, prefix=""):
     return rows
 
 
-# the pipeline's checkpoints: the stage each holds, and report.json's tag for it
+# the pipeline's checkpoints and the stage each holds
 PIPELINE_STAGES = {"checkpoint.pt": "pretrain", "checkpoint_mathlm.pt": "sft", "checkpoint_mathlm_grpo.pt": "grpo"}
+# report.json's accuracy[domain] keys (base, SFT, GRPO; read lowercased) -> the checkpoint each measured
 REPORT_TAGS = {"base": "checkpoint.pt", "sft": "checkpoint_mathlm.pt", "grpo": "checkpoint_mathlm_grpo.pt"}
 
 
@@ -92,8 +93,8 @@ def measured(summary):
         name = "gsm8k" if shots is None else f"gsm8k ({shots}-shot{fewer})"
         return [(summary.get("checkpoint") or "?", name, *row[1:]) for row in eval_rows(summary)[:1]]
     if isinstance(summary.get("accuracy"), dict):  # report.json
-        return [(REPORT_TAGS.get(tag, tag), *row) for d, tags in summary["accuracy"].items() if isinstance(tags, dict)
-                for tag, v in tags.items() for row in eval_rows(v, f"math/{d}")]
+        return [(REPORT_TAGS.get(tag.lower(), tag), *row) for d, tags in summary["accuracy"].items()
+                if isinstance(tags, dict) for tag, v in tags.items() for row in eval_rows(v, f"math/{d}")]
     return [("?", *row) for row in eval_rows(summary)]
 
 
@@ -116,11 +117,12 @@ def same_file(ck, path, eval_dir):
 
 
 def eval_table(eval_dir, path=None):
-    """The model card's results section: the newest summary's row for each (checkpoint, task), each row
+    """The model card's results section: the newest eval's row for each (checkpoint, task), each row
     labelled with the checkpoint and stage it measured — the exported one (`path`) first, with its
     per-topic rows; the pipeline's other stages after it for comparison — or a 'not yet' line."""
-    paths = sorted(glob.glob(os.path.join(eval_dir, "eval_*.json")) + glob.glob(os.path.join(eval_dir, "report.json")),
-                   key=os.path.getmtime, reverse=True)
+    # newest first; report.json (made from the eval_*.json) last, for what they no longer hold
+    paths = sorted(glob.glob(os.path.join(eval_dir, "eval_*.json")), key=os.path.getmtime, reverse=True)
+    paths += glob.glob(os.path.join(eval_dir, "report.json"))
     rows, used, seen = [], [], set()
     for p in paths:
         try:

@@ -189,7 +189,7 @@ def test_model_card_labels_each_row_with_the_checkpoint_it_measured(tmp_path, mo
     def dom(c, topics=None):  # one domain's summary, out of 10
         return dict({"n": 10, "correct": c, "accuracy": c / 10}, **({"topics": topics} if topics else {}))
     files = {
-        "report.json": {"accuracy": {"calculus": {"base": dom(0), "sft": dom(9), "grpo": dom(9)}}},  # oldest
+        "report.json": {"accuracy": {"calculus": {"base": dom(0), "SFT": dom(9), "GRPO": dom(9)}}},  # oldest
         "eval_base.json": {"task": "math", "checkpoints": ["checkpoint.pt"], "domains": {"calculus": dom(1)}},
         "eval_sft.json": {"task": "math", "checkpoints": ["checkpoint_mathlm.pt"], "domains": {"calculus": dom(5)}},
         "eval_grpo.json": {"task": "math", "checkpoints": ["checkpoint_mathlm_grpo.pt"],
@@ -211,6 +211,7 @@ def test_model_card_labels_each_row_with_the_checkpoint_it_measured(tmp_path, mo
         "| `checkpoint_mathlm.pt` | sft | math/calculus | 50.0% | – | 10 |",
     ]
     assert "| math/ml_math/A |" not in eval_table(".", path)  # no side letters: the checkpoint is named
+    assert "from eval_math_compare.json, eval_grpo.json, eval_sft.json, eval_base.json." in eval_table(".", path)
     os.remove("eval_base.json"), os.remove("eval_sft.json")  # report.json's rows are the fallback
     table = eval_table(".", path)
     assert "| `checkpoint.pt` | pretrain | math/calculus | 0.0% |" in table
