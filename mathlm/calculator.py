@@ -273,4 +273,22 @@ class CallTracker:
         return toks, forced
 
 
-__all__ = ["calculate", "evaluate", "format_number", "CallTracker", "CALC_ERROR", "MAX_DECIMALS"]
+def forced_mask(ids, calc_ids):
+    """[bool] per token of ids: True where the calculator, not the model, wrote it — every token after a
+    <|result|> up to and including the next <|/result|> (or to the end, when a cut cut it off). These
+    are exactly the tokens CallTracker forces, so SFT and GRPO read the mask off the ids alone.
+    calc_ids None (a tokenizer without the tool): nothing is forced."""
+    if calc_ids is None:
+        return [False] * len(ids)
+    _, result, end = calc_ids
+    out, inside = [], False
+    for t in ids:
+        out.append(inside)
+        if inside:
+            inside = t != end
+        elif t == result:
+            inside = True
+    return out
+
+
+__all__ = ["calculate", "evaluate", "format_number", "CallTracker", "forced_mask", "CALC_ERROR", "MAX_DECIMALS"]

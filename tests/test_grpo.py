@@ -338,7 +338,7 @@ def write_addition_task(d, seed=0):
     random.Random(seed).shuffle(pairs)
     test, train = pairs[:200], pairs[200:]
     tok = MathTokenizer.train([f"Q: {a}+{b}=?\nA: {a + b}\n\n" for a, b in pairs], vocab_size=300,
-                              show_progress=False)
+                              show_progress=False, tools=False)  # the measured numbers below: no tool tokens
     tok.save(os.path.join(d, "math_tokenizer"))
     for name, ps in (("add", train), ("add_test", test)):
         with open(os.path.join(d, f"{name}.jsonl"), "w") as f:

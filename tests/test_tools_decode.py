@@ -5,7 +5,8 @@ cuts a result like any text.
 
 The model is a tiny random GPT whose logits get a fixed bias by the last input token: a trigger `T`
 makes it write `<|calc|>48*2<|result|>` (then the calculator must force `96<|/result|>`), `x` makes it
-close a call at once; other tokens only let it write letters, spaces and eos, chosen by its own logits."""
+close a call at once, `:` (a Q/A prompt's end) writes `T`; other tokens only let it write letters,
+spaces and eos, chosen by its own logits."""
 import pytest
 import torch
 
@@ -14,7 +15,7 @@ from mathlm.format import TOOL_TOKENS
 from mathlm.model.gpt import GPT, GPTConfig
 
 SPECIALS = ["<|bos|>", "<|eos|>", "<|pad|>", "<|system|>", "<|user|>", "<|assistant|>", *TOOL_TOKENS]
-CHARS = "0123456789+-*/. TxabcdefghilnorstU"
+CHARS = "0123456789+-*/. TxabcdefghilnorstUQA:?\n#="
 FREE = " abcdefghilnorst"  # what the model may write outside a call (eos too)
 
 
@@ -56,6 +57,8 @@ def bias_table():
         b[a, nxt] = 30.0
     b[e("x")[0]] = -30.0
     b[e("x")[0], 7] = 30.0  # x -> <|result|> at once
+    b[e(":")[0]] = -30.0
+    b[e(":")[0], e("T")[0]] = 30.0  # a Q/A prompt ("...A:") is answered with a call
     return b
 
 

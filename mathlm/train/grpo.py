@@ -58,7 +58,8 @@ from dataclasses import dataclass
 import torch
 
 from mathlm.common import autocast, cli, config_dict, die, parse_config
-from mathlm.format import STOP_STRINGS, cut_completion, qa_prompt
+from mathlm.calculator import forced_mask
+from mathlm.format import STOP_STRINGS, cut_completion, qa_prompt, strip_calls
 from mathlm.train.common import (check_compatible, get_lr, init_wandb, load_checkpoint,
                                  model_from_checkpoint, save_checkpoint, setup, throughput, throughput_line,
                                  writer_lock)
@@ -447,17 +448,19 @@ def prompt_ids(tok, question):
 
 @torch.no_grad()
 def rollout(model, tok, questions, group_size, max_new_tokens, temperature=1.0, top_k=0, top_p=1.0,
-            seed=None, device="cpu", dtype=torch.float32):
+            seed=None, device="cpu", dtype=torch.float32, tools=True):
     """Sample group_size completions per question in one batched generate (each prompt prefilled once).
-    Returns a dict: prompts (B lists), completions (B*G kept id lists, question-major), texts (B*G
-    answer strings), n_generated (tokens sampled, eos included)."""
+    tools: the calculator computes the model's calls when the tokenizer has the tool tokens.
+    Returns a dict: prompts (B lists), completions (B*G kept id lists, question-major, calls and the
+    calculator's forced results included), texts (B*G answer strings, calls stripped: format.strip_calls),
+    n_generated (tokens generated, eos included)."""
     if not questions:  # a DDP rank whose share of a small resample round is empty
         return {"prompts": [], "completions": [], "texts": [], "n_generated": 0}
     prompts = [prompt_ids(tok, q["question"]) for q in questions]
     with autocast(device, dtype):
         steps = list(model.generate(prompts, max_new_tokens, temperature=temperature, top_k=top_k or None,
                                     top_p=top_p if top_p < 1.0 else None, seed=seed, eos_id=tok.eos_id,
-                                    num_samples=group_size))
+                                    num_samples=group_size, tools=tok if tools else None))
     if steps:
         rows = torch.stack(steps, 1).tolist()  # (B*G, steps)
     else:
@@ -467,7 +470,7 @@ def rollout(model, tok, questions, group_size, max_new_tokens, temperature=1.0, 
         n_generated += r.index(tok.eos_id) + 1 if tok.eos_id in r else len(r)
         kept, text = cut_tokens(tok, r) if r else ([tok.eos_id], "")
         completions.append(kept)
-        texts.append(text)
+        texts.append(strip_calls(text))
     return {"prompts": prompts, "completions": completions, "texts": texts, "n_generated": n_generated}
 
 
@@ -488,10 +491,11 @@ def score(texts, questions, group_size, cut=None):
             torch.tensor(truncated, dtype=torch.float).view(B, group_size))
 
 
-def pack(prompts, completions, pad_id, multiple=1):
+def pack(prompts, completions, pad_id, multiple=1, calc_ids=None):
     """Right-padded prompt+completion rows for one causal forward.
-    Returns idx (N, T) and mask (N, T-1): mask[i, t] = 1 where idx[i, t+1] is a completion token,
-    i.e. the positions whose logits predict the completion (targets = idx[:, 1:]).
+    Returns idx (N, T) and mask (N, T-1): mask[i, t] = 1 where idx[i, t+1] is a completion token
+    the model chose, i.e. the positions whose logits predict the completion (targets = idx[:, 1:]);
+    with calc_ids the calculator's forced tokens are 0 (no policy gradient, no KL: calculator.forced_mask).
     T is the longest row rounded up to `multiple` (bounded shapes for torch.compile)."""
     T = max(len(p) + len(c) for p, c in zip(prompts, completions))
     T = -(-T // multiple) * multiple
@@ -500,6 +504,8 @@ def pack(prompts, completions, pad_id, multiple=1):
     for i, (p, c) in enumerate(zip(prompts, completions)):
         idx[i, :len(p) + len(c)] = torch.tensor(p + c, dtype=torch.long)
         mask[i, len(p) - 1:len(p) - 1 + len(c)] = 1
+        if calc_ids is not None:
+            mask[i, len(p) - 1:len(p) - 1 + len(c)] -= torch.tensor(forced_mask(c, calc_ids), dtype=mask.dtype)
     return idx, mask
 
 
@@ -750,12 +756,12 @@ def run(cfg):
 
         # zero-variance groups were dropped: they would only add KL and dilute the normaliser
         n_rows_all = int(signal.sum()) * G
-        n_tok_all = dist.mean(sum(len(c) for c in comps)) * dist.world
+        n_tok_all = dist.mean(sum(len(c) - sum(forced_mask(c, tok.calc_ids)) for c in comps)) * dist.world
         skipped = n_rows_all == 0
         stats = {"loss": float("nan"), "kl": float("nan"), "clip_frac": float("nan"), "grad_norm": float("nan")}
         if not skipped:  # no group of any round had signal: no gradient, no optimizer step
             if prompts:
-                idx, mask = pack(prompts, comps, tok.pad_id, multiple)
+                idx, mask = pack(prompts, comps, tok.pad_id, multiple, tok.calc_ids)
                 adv_k = torch.cat(advs)
             else:
                 idx, mask, adv_k = torch.zeros(0, 1, dtype=torch.long), torch.zeros(0, 0), torch.zeros(0)

@@ -17,7 +17,9 @@ example, questions included, the seconds those of the optimizer steps).
 
 What is learned: only answer tokens. Labels are -100 on the question, on the role tokens
 (<|user|>, <|assistant|>) and on the right padding; the answer's closing <|eos|> is learned, so
-the model stops. The loss of an optimizer step is the mean over all answer tokens of the step:
+the model stops. Calculator calls: the model learns to write <|calc|> expr <|result|>, never the
+result text and <|/result|> after it, which the decoder forces (calculator.forced_mask, read off the
+token ids, so the data files need no extra field). The loss of an optimizer step is the mean over all answer tokens of the step:
 every micro-batch contributes sum(token losses) / (answer tokens in the whole step). That count
 is known before any backward (all micro-batches are built first, on every rank, from the shared
 sampler), so no all-reduce is needed, and a micro-batch with no answer token contributes exactly
@@ -206,12 +208,16 @@ def draw_examples(domains, probs, n, gen, chat_frac, user_id, assistant_id, bloc
     return out
 
 
-def build_batch(examples, pad_id, block_size, multiple=1):
+def build_batch(examples, pad_id, block_size, multiple=1, calc_ids=None):
     """[(ids, answer_mask)] → x, y: (B, T) int64. x = ids[:-1] right-padded with pad_id;
     y[t] = ids[t + 1] where that token is an answer token, else -100 (question, role tokens,
-    padding). A sequence longer than block_size + 1 loses the end of its answer.
+    padding, and with calc_ids the calculator's forced result tokens). A sequence longer than
+    block_size + 1 loses the end of its answer.
     T is the longest sequence rounded up to `multiple` (bounded shapes for torch.compile)."""
+    from mathlm.calculator import forced_mask
     seqs = [(ids[:block_size + 1], mask[:block_size + 1]) for ids, mask in examples]
+    if calc_ids is not None:
+        seqs = [(ids, [m and not f for m, f in zip(mask, forced_mask(ids, calc_ids))]) for ids, mask in seqs]
     T = max(1, max(len(ids) for ids, _ in seqs) - 1)
     T = min(block_size, -(-T // multiple) * multiple)
     x = torch.full((len(seqs), T), pad_id, dtype=torch.long)
@@ -241,7 +247,7 @@ def masked_loss(logits, labels, n_tokens=None):
 
 @torch.no_grad()
 def domain_val_losses(model, val_sets, pad_id, block_size, batch_size, device="cpu",
-                      dtype=torch.float32, rank=0, world=1, reduce=None):
+                      dtype=torch.float32, rank=0, world=1, reduce=None, calc_ids=None):
     """{domain: mean answer-token loss over its val examples} — token-weighted, so it does not
     depend on how the examples are batched. val_sets: {domain: [(ids, answer_mask)]}.
     Under DDP rank r scores batches r, r+world, ... and `reduce` sums the (D, 2) tensor of
@@ -254,7 +260,7 @@ def domain_val_losses(model, val_sets, pad_id, block_size, batch_size, device="c
         for b, s in enumerate(range(0, len(examples), batch_size)):
             if b % world != rank:
                 continue
-            x, y = build_batch(examples[s:s + batch_size], pad_id, block_size)
+            x, y = build_batch(examples[s:s + batch_size], pad_id, block_size, calc_ids=calc_ids)
             x, y = x.to(device), y.to(device)
             with autocast(device, dtype):
                 logits, _, _ = model(x)
@@ -379,7 +385,7 @@ def run(cfg):
     def evaluate_and_save():
         nonlocal val_start
         val = domain_val_losses(raw_model, val_sets, tok.pad_id, block_size, cfg.batch_size, device, dtype,
-                                dist.rank, dist.world, all_reduce_sum)
+                                dist.rank, dist.world, all_reduce_sum, calc_ids=tok.calc_ids)
         if val_start is None:
             val_start = dict(val)
         warnings = forgetting_warnings(val_start, val, cfg.forget_threshold)
@@ -415,7 +421,7 @@ def run(cfg):
         # so every rank also knows the step's answer-token count, the loss denominator
         micro = [draw_examples(domains, probs, cfg.batch_size, data_gen, cfg.chat_frac, tok.user_id,
                                tok.assistant_id, block_size) for _ in range(cfg.grad_accum)]
-        batches = [build_batch(ex, tok.pad_id, block_size, multiple) for ex in micro]
+        batches = [build_batch(ex, tok.pad_id, block_size, multiple, tok.calc_ids) for ex in micro]
         n_answer = sum(int((y != -100).sum()) for _, y in batches)
         loss_sum = 0.0
         for i, (x, y) in enumerate(batches[dist.rank::dist.world]):
