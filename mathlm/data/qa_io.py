@@ -33,7 +33,8 @@ import numpy as np
 
 from mathlm.common import atomic_open, die
 from mathlm.data.decontam import decontaminate_by_source
-from mathlm.data.tokens import idx_path, meta_path, open_index, open_tokens, read_meta, token_dtype, write_meta
+from mathlm.data.tokens import (idx_path, meta_path, open_index, open_tokens, read_meta, rebuild_hint, token_dtype,
+                                write_meta)
 from mathlm.eval.extract import extract_boxed as last_boxed  # noqa: F401 — the project's one \boxed parser
 from mathlm.format import qa_answer, qa_prompt
 
@@ -240,18 +241,16 @@ def write_qa_bin(name, pairs, tok, out_dir=".", source="", decontam=None, chunk_
 
 def load_qa(name, data_dir=".", tokenizer_hash=None):
     """(tokens memmap, index int64 (N, 3)) of a Q/A dataset, after checking meta, tokenizer hash
-    and that the index tiles the token file exactly."""
+    and that the index tiles the token file exactly (tokens.open_index)."""
     bin_path = name if name.endswith(".bin") else os.path.join(data_dir, f"{name}.bin")
     if not os.path.exists(bin_path):
         die(f"{bin_path} not found — build it with its download_/generate_ stage in mathlm.data")
     meta = read_meta(bin_path)
     tokens = open_tokens(bin_path, tokenizer_hash)
-    index = open_index(bin_path)
-    if index.ndim != 2 or index.shape[1] != 3 or len(index) != meta.get("n_examples"):
-        die(f"{idx_path(bin_path)} has shape {index.shape}, its meta says {meta.get('n_examples')} "
-            "examples — rebuild the dataset")
-    if len(index) and int(index[-1].sum()) != len(tokens):
-        die(f"{idx_path(bin_path)} does not end where {bin_path} ends — rebuild the dataset")
+    index = open_index(bin_path, len(tokens))
+    if len(index) != meta.get("n_examples"):
+        die(f"{idx_path(bin_path)} has {len(index)} rows, its meta says {meta.get('n_examples')} "
+            f"examples — {rebuild_hint(bin_path)}")
     return tokens, index
 
 

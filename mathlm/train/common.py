@@ -18,6 +18,7 @@ A `<checkpoint>.json` summary beside it repeats everything but the tensors (and 
 per-item state the trainer names in `json_exclude`).
 """
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -214,15 +215,74 @@ def writer_lock(path):
         yield
 
 
-def load_checkpoint(path, map_location="cpu"):
+def _load_error(e):
+    """Why torch.load failed, in a few words. A refused pickle says what it refused (`unsupported
+    GLOBAL posix.system`), which sits lines below torch's long preamble; an empty message (a 0-byte
+    file) gives the exception's type."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    refused = [ln for ln in lines if "GLOBAL" in ln or "nsupported" in ln]
+    if refused:
+        return f"it holds Python code that weights-only loading refuses: {refused[0][:160]}"
+    return (lines[0].split(". ")[0][:120] if lines else type(e).__name__) + " — it is corrupt or not a mathlm checkpoint"
+
+
+def check_checkpoint(path, ckpt, resume=False):
+    """Refuse, in one line, a checkpoint whose parts do not fit together, before any stage uses it:
+    model_config must build a GPTConfig (no unknown keys), and the weights must be exactly the tensors,
+    of exactly the shapes, of the GPT it describes (checked on the meta device: no memory, no compute).
+    `resume=True` also wants the optimizer and rng state a resumed run restores. Every loader goes
+    through load_checkpoint, so upload_hf never exports a folder whose config.json and weights disagree."""
+    import contextlib
+    import io
+
+    from mathlm.model.gpt import GPT, GPTConfig
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), dict) or \
+            not isinstance(ckpt.get("model_config"), dict):
+        die(f"{path} is not a mathlm checkpoint (no model/model_config dicts)")
+    mc = ckpt["model_config"]
+    unknown = sorted(set(mc) - {f.name for f in dataclasses.fields(GPTConfig)})
+    if unknown:
+        die(f"{path}: model_config has unknown key {unknown[0]!r} — it was made by another mathlm version "
+            "or edited; retrain or re-export it")
+    try:
+        with torch.device("meta"), contextlib.redirect_stdout(io.StringIO()):  # GPT() prints its size
+            want = {k: tuple(t.shape) for k, t in GPT(GPTConfig(**mc)).state_dict().items()}
+    except Exception as e:  # a value GPTConfig/GPT cannot build from (a string, 0 heads, ...)
+        die(f"{path}: model_config {mc} does not describe a GPT ({str(e).splitlines()[0][:100] if str(e) else type(e).__name__})")
+    got = ckpt["model"]
+    missing, extra = [k for k in want if k not in got], [k for k in got if k not in want]
+    shape = next((k for k in want if k in got and (not torch.is_tensor(got[k]) or tuple(got[k].shape) != want[k])), None)
+    if missing or extra or shape:
+        what = (f"lacks {missing[0]}" if missing else f"has an extra tensor {extra[0]}" if extra else
+                f"has {shape} of shape {tuple(getattr(got[shape], 'shape', ()))}, model_config implies {want[shape]}")
+        die(f"{path}: its weights do not match its model_config (n_layer={mc.get('n_layer')}, "
+            f"n_embd={mc.get('n_embd')}, vocab_size={mc.get('vocab_size')}): it {what} — the checkpoint is "
+            "corrupt or edited; use another one")
+    if resume:
+        rng = ckpt.get("rng")
+        need = {"optimizer": isinstance(ckpt.get("optimizer"), dict),
+                "rng": isinstance(rng, dict) and torch.is_tensor(rng.get("data")) and torch.is_tensor(rng.get("torch")),
+                "step": isinstance(ckpt.get("step"), int)}
+        lacking = [k for k, ok in need.items() if not ok]
+        if lacking:
+            die(f"{path} lacks the {'/'.join(lacking)} state --resume restores (a stripped or exported "
+                "checkpoint?) — rerun without --resume to start fresh, or fine-tune from it with --init_from")
+
+
+def load_checkpoint(path, map_location="cpu", resume=False):
+    """The checkpoint dict at `path`, checked (check_checkpoint; `resume=True` for --resume). Loaded
+    with weights_only=True: a file holding pickled code is refused, never run."""
     if not os.path.exists(path):
         die(f"checkpoint {path} not found")
+    if os.path.isdir(path):
+        die(f"checkpoint {path} is a folder — give a .pt file")
+    if os.path.getsize(path) == 0:
+        die(f"checkpoint {path} is empty (0 bytes) — it is not a checkpoint; use another one or retrain")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:
-        die(f"checkpoint {path} is unreadable ({str(e).splitlines()[0][:100]}) — it is corrupt or not a mathlm checkpoint")
-    if not isinstance(ckpt, dict) or "model" not in ckpt or "model_config" not in ckpt:
-        die(f"{path} is not a mathlm checkpoint (no model/model_config)")
+        die(f"checkpoint {path} is unreadable: {_load_error(e)}")
+    check_checkpoint(path, ckpt, resume)
     return ckpt
 
 

@@ -568,7 +568,7 @@ def run(cfg):
             die(f"{cfg.init_from} not found — run python -m mathlm.train.sft first (or pass --init_from)")
         init = load_checkpoint(cfg.init_from)
         check_compatible(cfg.init_from, init, None, tok.hash)
-    state = load_checkpoint(cfg.out) if resuming else init
+    state = load_checkpoint(cfg.out, resume=True) if resuming else init
     check_compatible(cfg.out if resuming else cfg.init_from, state, None, tok.hash)
     if init is not None and resuming:
         check_compatible(cfg.out, state, init["model_config"], None)

@@ -169,7 +169,7 @@ def run(cfg):
     step, history = 0, []
     tokens, train_seconds = 0, 0.0  # totals over the run, resumed ones included
     if cfg.resume and os.path.exists(cfg.out):
-        ckpt = load_checkpoint(cfg.out)
+        ckpt = load_checkpoint(cfg.out, resume=True)
         check_compatible(cfg.out, ckpt, mc, tok.hash)
         raw_model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])

@@ -314,7 +314,7 @@ def run(cfg):
     src = cfg.out if resume else cfg.init_from
     if not os.path.exists(src):
         die(f"{src} not found — run python -m mathlm.train.pretrain first (or pass --init_from)")
-    ckpt = load_checkpoint(src)
+    ckpt = load_checkpoint(src, resume=resume)
     check_compatible(src, ckpt, None, tok.hash)
     mc = ckpt["model_config"]
     if tok.vocab_size > mc["vocab_size"]:
