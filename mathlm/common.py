@@ -481,6 +481,25 @@ def hold_lock(*paths, hint="choose another --out"):
                 os.rmdir(d)
 
 
+def json_row(line):
+    """One jsonl line (bytes or str) → the JSON object it holds, or None when it holds none: invalid
+    UTF-8, not JSON, nested too deep for the parser (a RecursionError, not a ValueError), or JSON that
+    is not an object. Every jsonl reader goes through it, so a bad line is skipped and reported, never
+    a traceback (issue 14)."""
+    try:
+        row = json.loads(line)
+    except (ValueError, RecursionError):  # ValueError: JSONDecodeError and UnicodeDecodeError
+        return None
+    return row if isinstance(row, dict) else None
+
+
+def qa_fields_ok(row, fields=("question", "answer")):
+    """True when each of `fields` present in `row` is a string and "question" is a non-empty one:
+    an int question is a bad row, skipped like a malformed line, not an AttributeError later."""
+    return isinstance(row.get("question"), str) and row["question"].strip() != "" and \
+        all(isinstance(row[k], str) for k in fields if k in row)
+
+
 def sha256_file(path, n=None):
     """Hex sha256 of a file's bytes; `n` keeps the first n hex digits."""
     h = hashlib.sha256()

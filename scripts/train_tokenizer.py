@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from mathlm.common import cli, die, parse_config  # noqa: E402
+from mathlm.common import cli, die, json_row, parse_config, qa_fields_ok  # noqa: E402
 from mathlm.format import qa_text  # noqa: E402
 from mathlm.tokenizer import MathTokenizer, iter_text_files  # noqa: E402
 
@@ -64,14 +64,13 @@ def iter_texts(files, max_mb=0):
     seen = 0
     for path in files:
         if path.endswith(".jsonl"):
-            with open(path, encoding="utf-8") as f:
+            with open(path, "rb") as f:  # bytes: a line of invalid UTF-8 is skipped, not a crash
                 buf = []
                 for line in f:
-                    try:
-                        row = json.loads(line)
-                        buf.append(qa_text(row["question"], row["answer"]))
-                    except (ValueError, KeyError, TypeError):
+                    row = json_row(line)
+                    if row is None or "answer" not in row or not qa_fields_ok(row):
                         continue  # the data stages report malformed rows; here they just don't count
+                    buf.append(qa_text(row["question"], row["answer"]))
                     if len(buf) == 1000:
                         piece = "".join(buf)
                         buf = []

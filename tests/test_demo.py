@@ -125,6 +125,13 @@ def test_starts_without_a_checkpoint(env, tmp_path, monkeypatch):
         demo.close()
 
 
+def test_without_a_model_the_buttons_are_off(env):
+    """The page says why there is no model; an Answer or Send press would only repeat it."""
+    from mathlm.infer.demo import build_demo
+    props = {c["props"].get("elem_id"): c["props"] for c in build_demo(None, None, "no model").config["components"]}
+    assert [props[b]["interactive"] for b in ("ask", "send", "stop_qa", "stop_chat")] == [False] * 4
+
+
 def test_corrupt_checkpoint_is_shown_in_the_page(env, tmp_path):
     from mathlm.infer.demo import make_demo
     bad = tmp_path / "checkpoint.pt"

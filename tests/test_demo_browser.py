@@ -1,9 +1,10 @@
 """The demo in a real browser (Debian's chromium driven by Playwright): in both tabs the streamed
 text on the page is the model's greedy output character for character, `*` and `####` included;
 the page names the model; the button is busy while an answer streams and Stop ends it; a cut
-answer says so; a lone surrogate gets the one-line message. Skips where chromium or playwright is
-missing (.ci/run installs both: `apt-get install chromium`, playwright from requirements-dev.txt;
-never `playwright install`, which downloads a browser build of its own)."""
+answer says so; a lone surrogate gets the one-line message; a new question clears the old answer.
+Skips where chromium or playwright is missing (.ci/run installs both: `apt-get install chromium`,
+playwright from requirements-dev.txt; never `playwright install`, which downloads a browser build
+of its own)."""
 import json
 import os
 import shutil
@@ -14,6 +15,7 @@ import pytest
 import torch
 
 from mathlm.format import encode_chat, encode_qa
+from mathlm.infer.demo import EXAMPLES
 from mathlm.infer.inference import chat_response, generate_text, load_model
 from tests.test_demo import ENV, env, free_port  # noqa: F401  (env: fixture)
 from tests.test_infer import TEXT, make_tiny, one_thread  # noqa: F401  (one_thread: autouse fixture)
@@ -237,6 +239,15 @@ def test_stop_ends_the_answer_and_frees_the_button(page):
         DELAY["s"] = 0.02
     got, _ = ask_qa(pg, QUESTION)  # the queue is free again: the next answer is whole
     assert got == ANSWER
+
+
+def test_a_new_question_clears_the_old_answer(page):
+    pg, _, _ = page
+    got, _ = ask_qa(pg, QUESTION)
+    assert got == ANSWER
+    pg.get_by_text(EXAMPLES[0][:30]).filter(visible=True).first.click()  # an example, as a newcomer would
+    pg.wait_for_function("() => document.querySelector('#answer textarea').value === ''")
+    assert pg.locator("#question textarea").input_value() == EXAMPLES[0]
 
 
 def test_an_answer_cut_at_max_tokens_says_so(page):

@@ -44,7 +44,6 @@ import contextlib
 import glob
 import hashlib
 import itertools
-import json
 import multiprocessing as mp
 import os
 import re
@@ -56,7 +55,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from tqdm import tqdm
 
-from mathlm.common import cli, die, parse_config
+from mathlm.common import cli, die, json_row, parse_config
 from mathlm.data.tokens import meta_path, token_dtype, write_meta
 from mathlm.format import qa_text
 from mathlm.tokenizer import MathTokenizer
@@ -141,11 +140,10 @@ def read_qa_docs(path, sha):
             sha.update(line)
             if line.isspace():
                 continue
-            try:
-                row = json.loads(line)
-            except ValueError as e:
-                die(f"{path}:{lineno} is not JSON ({str(e)[:80]}) — regenerate {path} or remove the line")
-            if not (isinstance(row, dict) and isinstance(row.get("question"), str)
+            row = json_row(line)  # None for bad UTF-8 or JSON, and JSON nested too deep to parse
+            if row is None:
+                die(f"{path}:{lineno} is not JSON (or not a JSON object) — regenerate {path} or remove the line")
+            if not (isinstance(row.get("question"), str)
                     and isinstance(row.get("answer"), str)):
                 die(f"{path}:{lineno} lacks string fields 'question' and 'answer' — regenerate {path}")
             yield qa_text(row["question"], row["answer"]), len(line)

@@ -31,7 +31,7 @@ import os
 
 import numpy as np
 
-from mathlm.common import atomic_open, die
+from mathlm.common import atomic_open, die, json_row
 from mathlm.data.decontam import decontaminate_by_source
 from mathlm.data.tokens import (idx_path, meta_path, open_index, open_tokens, read_meta, rebuild_hint, token_dtype,
                                 write_meta)
@@ -68,11 +68,8 @@ def read_jsonl(path):
         for i, line in enumerate(f, 1):
             if not line.strip():
                 continue
-            try:
-                row = json.loads(line)
-            except ValueError:  # JSONDecodeError and UnicodeDecodeError
-                row = None
-            if isinstance(row, dict):
+            row = json_row(line)  # None: not UTF-8, not JSON, nested too deep, not an object
+            if row is not None:
                 rows.append(row)
             else:
                 bad.append(i)

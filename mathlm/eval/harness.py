@@ -14,13 +14,12 @@ prompts of its own length, so it gets the same number of new tokens as alone (`b
 Batch 32 runs the GSM8K eval 4.6x faster than batch 1 on one CPU thread (docs/BENCHMARKS.md).
 A row stops at eos or once its text reaches the next "Q:" (the model starting a new question).
 """
-import json
 import os
 import random
 
 import torch
 
-from mathlm.common import die
+from mathlm.common import die, json_row, qa_fields_ok
 from mathlm.format import cut_completion
 
 # checked every few steps: decoding every row every step would cost more than it saves
@@ -48,16 +47,14 @@ def read_rows(path):
     if not os.path.exists(path):
         die(f"test file {path} not found")
     rows, bad = [], []
-    with open(path, encoding="utf-8") as f:
+    with open(path, "rb") as f:  # bytes: a line of invalid UTF-8 is one bad line, not a crash
         for i, line in enumerate(f, 1):
             if not line.strip():
                 continue
-            try:
-                row = json.loads(line)
-                if not isinstance(row, dict) or "question" not in row:
-                    raise ValueError
+            row = json_row(line)
+            if row is not None and qa_fields_ok(row):
                 rows.append(row)
-            except ValueError:
+            else:  # not a JSON object, or a question/answer that is not a string
                 bad.append(i)
     if bad:
         print(f"warning: {path}: skipped {len(bad)} malformed line(s): {bad[:10]}")

@@ -256,11 +256,11 @@ def build_demo(model=None, tok=None, problem=None, title="mathlm", about=()):
     def busy():  # (button, Stop, note): the button cannot be pressed again while its answer streams
         return gr.update(interactive=False), gr.update(interactive=True), ""
 
-    def idle(note):
-        return gr.update(interactive=True), gr.update(interactive=False), note
+    def idle(note):  # with no model (an Enter in the box still asks) the button stays off
+        return gr.update(interactive=model is not None), gr.update(interactive=False), note
 
     def stopped():
-        return gr.update(interactive=True), gr.update(interactive=False), "*(stopped)*", "*(stopped)*"
+        return gr.update(interactive=model is not None), gr.update(interactive=False), "*(stopped)*", "*(stopped)*"
 
     with gr.Blocks(title=title) as demo:
         gr.Markdown(f"# {title}\nA small math language model trained from scratch "
@@ -284,7 +284,8 @@ def build_demo(model=None, tok=None, problem=None, title="mathlm", about=()):
             question = gr.Textbox(label="Question (Shift+Enter submits)", lines=3,
                                   placeholder="What is the derivative of x^5?", elem_id="question")
             with gr.Row():
-                ask = gr.Button("Answer", variant="primary", scale=3, elem_id="ask")
+                # without a model every press would repeat the message above: the buttons stay off
+                ask = gr.Button("Answer", variant="primary", scale=3, elem_id="ask", interactive=model is not None)
                 stop_qa = gr.Button("Stop", variant="stop", interactive=False, scale=1, elem_id="stop_qa")
             output = gr.Textbox(label="Answer", lines=8, interactive=False, elem_id="answer")
             note_qa = gr.Markdown(elem_id="note_qa")
@@ -292,13 +293,13 @@ def build_demo(model=None, tok=None, problem=None, title="mathlm", about=()):
             gr.Examples(EXAMPLES, inputs=question)
         with gr.Tab("Chat"):
             # no copy/share buttons: they would copy the escaped text (shown()); the trash icon clears
-            chatbot = gr.Chatbot(label="Chat", height=420, render_markdown=False, latex_delimiters=[],
+            chatbot = gr.Chatbot(label="Chat", height=420, resizable=True, render_markdown=False, latex_delimiters=[],
                                  sanitize_html=True, allow_tags=False, feedback_options=None, buttons=[],
                                  elem_id="chat")
             message = gr.Textbox(label="Message (Enter sends)", placeholder="Ask, then ask a follow-up",
                                  elem_id="message")
             with gr.Row():
-                send = gr.Button("Send", variant="primary", scale=3, elem_id="send")
+                send = gr.Button("Send", variant="primary", scale=3, elem_id="send", interactive=model is not None)
                 stop_chat = gr.Button("Stop", variant="stop", interactive=False, scale=1, elem_id="stop_chat")
             note_chat = gr.Markdown(elem_id="note_chat")
             after_chat = gr.State("")
@@ -325,6 +326,8 @@ def build_demo(model=None, tok=None, problem=None, title="mathlm", about=()):
         stop_chat.click(stopped, None, [send, stop_chat, note_chat, after_chat], cancels=chat_runs, **step)
         # in the browser, no round trip: a reply to it could land after the next message is typed
         chatbot.clear(None, None, [message, note_chat], js="() => ['', '']", api_visibility="private")
+        # a new question (typed or an example) makes the old answer stale: it goes, in the browser
+        question.change(None, None, [output, note_qa], js="() => ['', '']", api_visibility="private")
     # one model: queue requests and serve them one at a time; max_size bounds the waiting line
     demo.queue(default_concurrency_limit=1, max_size=128)
     return demo
