@@ -3,6 +3,7 @@
     python -m mathlm.eval.gsm8k --checkpoint checkpoint_mathlm.pt --n 200
     python -m mathlm.eval.gsm8k --source ../shared/data/gsm8k/test.jsonl --n 0        # all 1,319
     python -m mathlm.eval.gsm8k --samples 8 --temperature 0.7                          # + maj@8, pass@8
+    python -m mathlm.eval.gsm8k --tools both                                           # with vs without the calculator
 
 Reads: --checkpoint, --tokenizer, the test set: --source (jsonl in the GSM8K schema,
 question/answer "... #### N"), else gsm8k_test.jsonl here (written by download_gsm8k), else
@@ -20,6 +21,11 @@ Extraction (mathlm/eval/answers.py): accuracy is strict, the number on the #### 
 \\boxed{}) only, as lm-eval-harness's strict match; flexible also takes "the answer is N", a bare
 answer and the last number. majority_baseline: the accuracy of always answering the most common
 gold of these test rows, the floor a model must clear to be doing more than guessing.
+--tools auto|on|off|both (mathlm/eval/harness.py tool_modes): with the calculator, the shots show
+their arithmetic as calls (SHOTS_CALLS, as download_gsm8k writes them) and completions are scored on
+strip_calls(completion). both: the same problems again without it; the summary is the tools-on one
+plus tools_off {n, correct, accuracy, ci95}, tools_on_only / tools_off_only and tools_p_value
+(exact McNemar), and each jsonl row adds completion_tools_off and correct_tools_off.
 """
 import json
 import os
@@ -30,8 +36,8 @@ from tqdm import tqdm
 
 from mathlm.common import atomic_write, atomic_write_json, cli, die, parse_config, pick_device
 from mathlm.eval.answers import extract_number, gold_answer, majority_key, numbers_equal
-from mathlm.eval.harness import complete, load_for_eval, read_rows, subset, wilson_str
-from mathlm.format import encode_qa, qa_prompt
+from mathlm.eval.harness import complete, load_for_eval, read_rows, subset, tool_modes, wilson_str
+from mathlm.format import encode_qa, qa_prompt, strip_calls
 
 # GSM8K train examples #1 and #4 (0-based, openai/gsm8k main train): short, two-step. Their <<a*b=c>>
 # calculator annotations are removed, as download_gsm8k removes them from the training data.
@@ -43,6 +49,14 @@ SHOTS = [
      "write a year?",
      "He writes each friend 3*2=6 pages a week\nSo he writes 6*2=12 pages every week\n"
      "That means he writes 12*52=624 pages a year\n#### 624"),
+]
+# the same two with their annotations as calculator calls (download_gsm8k's default), for --tools on
+SHOTS_CALLS = [
+    (SHOTS[0][0], "Weng earns 12/60 = $<|calc|>12/60<|result|>0.2<|/result|>0.2 per minute.\nWorking 50 minutes, "
+                  "she earned 0.2 x 50 = $<|calc|>0.2*50<|result|>10<|/result|>10.\n#### 10"),
+    (SHOTS[1][0], "He writes each friend 3*2=<|calc|>3*2<|result|>6<|/result|>6 pages a week\nSo he writes "
+                  "6*2=<|calc|>6*2<|result|>12<|/result|>12 pages every week\nThat means he writes "
+                  "12*52=<|calc|>12*52<|result|>624<|/result|>624 pages a year\n#### 624"),
 ]
 
 
@@ -60,6 +74,7 @@ class Config:
     temperature: float = 0.7       # for the samples; the main accuracy is always greedy
     top_p: float = 1.0             # for the samples; 1.0 = off
     device: str = "auto"           # auto|cuda|mps|cpu
+    tools: str = "auto"            # calculator in decoding: auto (on if the tokenizer has its tokens) | on | off | both
     out: str = "eval_gsm8k"        # writes <out>.jsonl and <out>.json
 
 
@@ -81,10 +96,11 @@ def load_test(source):
             "— pass --source path/to/test.jsonl")
 
 
-def build_prompt(question, shots, block_size, max_new_tokens, tok):
+def build_prompt(question, shots, block_size, max_new_tokens, tok, calls=False):
     """Few-shot prompt as token ids, and the number of shots used: shots are dropped until the
-    prompt plus room for an answer (max_new_tokens, at most 64) fits the context."""
-    shot_ids = [sum(encode_qa(tok, q, a), []) for q, a in SHOTS[:shots]]  # prompt + answer + eos
+    prompt plus room for an answer (max_new_tokens, at most 64) fits the context. calls: the shots
+    written with calculator calls (SHOTS_CALLS)."""
+    shot_ids = [sum(encode_qa(tok, q, a), []) for q, a in (SHOTS_CALLS if calls else SHOTS)[:shots]]
     ids = tok.encode(qa_prompt(question))
     for k in range(shots, -1, -1):
         p = [t for s in shot_ids[:k] for t in s] + ids
@@ -110,25 +126,35 @@ def main(argv=None):
         die("the test set is empty")
     device = pick_device(cfg.device)
     model, tok = load_for_eval(cfg.checkpoint, cfg.tokenizer, device)
+    modes = tool_modes(cfg.tools, tok)
+    tools = tok if modes[0] == "on" else None
     prompts, used = zip(*(build_prompt(r["question"], cfg.shots, model.config.block_size,
-                                       cfg.max_new_tokens, tok) for r in rows))
+                                       cfg.max_new_tokens, tok, calls=tools is not None) for r in rows))
     t0 = time.time()
-    with tqdm(total=len(rows), desc="gsm8k greedy", unit="q", disable=None) as bar:
-        greedy = complete(model, tok, list(prompts), cfg.max_new_tokens, cfg.batch_size, progress=bar)
+    with tqdm(total=len(rows), desc=f"gsm8k greedy, tools {modes[0]}", unit="q", disable=None) as bar:
+        greedy = complete(model, tok, list(prompts), cfg.max_new_tokens, cfg.batch_size, progress=bar, tools=tools)
     dt_greedy = time.time() - t0
+    greedy_off = None
+    if len(modes) == 2:   # --tools both: the same problems without the calculator (and shots without calls)
+        prompts_off = [build_prompt(r["question"], cfg.shots, model.config.block_size, cfg.max_new_tokens, tok)[0]
+                       for r in rows]
+        with tqdm(total=len(rows), desc="gsm8k greedy, tools off", unit="q", disable=None) as bar:
+            greedy_off = complete(model, tok, prompts_off, cfg.max_new_tokens, cfg.batch_size, progress=bar)
     samples = None
     if cfg.samples > 0:
         with tqdm(total=len(rows), desc=f"gsm8k {cfg.samples} samples", unit="q", disable=None) as bar:
             samples = complete(model, tok, list(prompts), cfg.max_new_tokens, max(1, cfg.batch_size // cfg.samples),
                                num_samples=cfg.samples, temperature=cfg.temperature,
-                               top_p=cfg.top_p if cfg.top_p < 1 else None, seed=cfg.seed, progress=bar)
-            samples = [s if isinstance(s, list) else [s] for s in samples]
+                               top_p=cfg.top_p if cfg.top_p < 1 else None, seed=cfg.seed, progress=bar,
+                               tools=tools)
+            samples = [[strip_calls(t) for t in (s if isinstance(s, list) else [s])] for s in samples]
     dt = time.time() - t0
 
     out_rows, correct, correct_flex, maj_ok, sample_flags = [], 0, 0, 0, []
     for i, (row, comp) in enumerate(zip(rows, greedy)):
         gold = gold_answer(row)[0]  # None (no gold): the row counts as wrong
-        pred, flex = extract_number(comp, "strict"), extract_number(comp, "flexible")
+        text = strip_calls(comp)    # scored as a reader sees it; the record keeps the calls
+        pred, flex = extract_number(text, "strict"), extract_number(text, "flexible")
         ok = pred is not None and gold is not None and numbers_equal(pred, gold)
         ok_flex = flex is not None and gold is not None and numbers_equal(flex, gold)
         correct += ok
@@ -136,6 +162,10 @@ def main(argv=None):
         rec = {"question": row["question"], "completion": comp, "extracted": pred, "gold": gold,
                "correct": bool(ok), "extracted_flexible": flex, "correct_flexible": bool(ok_flex),
                "shots": used[i]}
+        if greedy_off is not None:
+            p_off = extract_number(strip_calls(greedy_off[i]), "strict")
+            rec.update(completion_tools_off=greedy_off[i],
+                       correct_tools_off=bool(p_off is not None and gold is not None and numbers_equal(p_off, gold)))
         if samples is not None:
             preds = [extract_number(s, "strict") for s in samples[i]]
             flags = [p is not None and gold is not None and numbers_equal(p, gold) for p in preds]
@@ -159,7 +189,15 @@ def main(argv=None):
                "majority_answer": common, "shots": cfg.shots,
                "shots_used_min": min(used), "decoding": "greedy", "max_new_tokens": cfg.max_new_tokens,
                "batch_size": cfg.batch_size, "seconds": dt, "seconds_greedy": dt_greedy,
-               "problems_per_s": n / dt_greedy if dt_greedy > 0 else None}
+               "problems_per_s": n / dt_greedy if dt_greedy > 0 else None, "tools": modes}
+    if greedy_off is not None:
+        from mathlm.eval.stats import mcnemar_exact
+        c_off = sum(r["correct_tools_off"] for r in out_rows)
+        on_only = sum(r["correct"] and not r["correct_tools_off"] for r in out_rows)
+        off_only = sum(r["correct_tools_off"] and not r["correct"] for r in out_rows)
+        summary.update(tools_off={"n": n, "correct": c_off, "accuracy": c_off / n,
+                                  "ci95": list(wilson_interval(c_off, n))},
+                       tools_on_only=on_only, tools_off_only=off_only, tools_p_value=mcnemar_exact(on_only, off_only))
     if samples is not None:
         k = cfg.samples
         summary.update({f"maj@{k}": maj_ok / n, f"pass@{k}": pass_at_k_mean(sample_flags, k),
@@ -170,6 +208,10 @@ def main(argv=None):
     print(f"gsm8k | {cfg.checkpoint} | accuracy {wilson_str(correct, n)} ({correct}/{n})"
           f" | flexible {100 * correct_flex / n:.1f}% | majority {100 * summary['majority_baseline']:.1f}%{extra}"
           f" | {dt:.1f}s")
+    if greedy_off is not None:
+        print(f"gsm8k | tools on {wilson_str(correct, n)} vs off {wilson_str(summary['tools_off']['correct'], n)}"
+              f" | on only {summary['tools_on_only']}, off only {summary['tools_off_only']}"
+              f" | McNemar p {summary['tools_p_value']:.3g}")
     print(f"wrote {cfg.out}.jsonl and {cfg.out}.json")
     return summary
 

@@ -13,17 +13,33 @@ a prompt so long that the context, not max_new_tokens, bounds its answer is batc
 prompts of its own length, so it gets the same number of new tokens as alone (`batches`).
 Batch 32 runs the GSM8K eval 4.6x faster than batch 1 on one CPU thread (docs/BENCHMARKS.md).
 A row stops at eos or once its text reaches the next "Q:" (the model starting a new question).
+tools=tok runs the calculator inside decoding (GPT.generate): a completion then holds its calls,
+and the evals score strip_calls(completion), the text a reader sees. --tools on|off|both|auto
+(`tool_modes`): auto is on when the checkpoint's tokenizer has the calculator tokens.
 """
+import json
 import os
 import random
 
 import torch
 
-from mathlm.common import die, json_row, qa_fields_ok
+from mathlm.common import die
 from mathlm.format import cut_completion
 
 # checked every few steps: decoding every row every step would cost more than it saves
 STOP_CHECK_EVERY = 4
+
+
+def tool_modes(tools, tok):
+    """--tools → the modes to decode in, in order: ["on"], ["off"] or ["on", "off"] (both: the same
+    checkpoint and problems with and without the calculator, for a paired comparison)."""
+    has = getattr(tok, "calc_ids", None) is not None
+    if tools not in ("auto", "on", "off", "both"):
+        die(f"--tools {tools!r}: choose auto, on, off or both")
+    if tools in ("on", "both") and not has:
+        die(f"--tools {tools}: the tokenizer has no calculator tokens (<|calc|> <|result|> <|/result|>) — "
+            "retrain it, or use --tools off")
+    return {"auto": ["on" if has else "off"], "on": ["on"], "off": ["off"], "both": ["on", "off"]}[tools]
 
 
 def load_for_eval(checkpoint, tokenizer_dir, device):
@@ -47,14 +63,16 @@ def read_rows(path):
     if not os.path.exists(path):
         die(f"test file {path} not found")
     rows, bad = [], []
-    with open(path, "rb") as f:  # bytes: a line of invalid UTF-8 is one bad line, not a crash
+    with open(path, encoding="utf-8") as f:
         for i, line in enumerate(f, 1):
             if not line.strip():
                 continue
-            row = json_row(line)
-            if row is not None and qa_fields_ok(row):
+            try:
+                row = json.loads(line)
+                if not isinstance(row, dict) or "question" not in row:
+                    raise ValueError
                 rows.append(row)
-            else:  # not a JSON object, or a question/answer that is not a string
+            except ValueError:
                 bad.append(i)
     if bad:
         print(f"warning: {path}: skipped {len(bad)} malformed line(s): {bad[:10]}")
@@ -87,9 +105,10 @@ def batches(lengths, max_new_tokens, block_size, batch_size):
 
 @torch.no_grad()
 def complete(model, tok, prompts, max_new_tokens=256, batch_size=32, num_samples=1,
-             temperature=0.0, top_k=None, top_p=None, seed=0, progress=None):
+             temperature=0.0, top_k=None, top_p=None, seed=0, progress=None, tools=None):
     """Completions for `prompts` (strings, or token-id lists), cut at eos / next "Q:". Returns a list
-    of len(prompts) lists of num_samples strings (num_samples=1: a list of strings)."""
+    of len(prompts) lists of num_samples strings (num_samples=1: a list of strings). tools: the
+    tokenizer to run calculator calls with (GPT.generate), None for none."""
     enc = [list(p) if isinstance(p, (list, tuple)) else tok.encode(p) for p in prompts]
     block = model.config.block_size
     for i, ids in enumerate(enc):
@@ -103,7 +122,7 @@ def complete(model, tok, prompts, max_new_tokens=256, batch_size=32, num_samples
         done = [False] * len(rows)
         # the seed follows the batch's first prompt, so a rerun with the same batch_size draws the same samples
         gen = model.generate(batch, steps, temperature=temperature, top_k=top_k, top_p=top_p,
-                             seed=seed + idx[0], eos_id=tok.eos_id, num_samples=num_samples)
+                             seed=seed + idx[0], eos_id=tok.eos_id, num_samples=num_samples, tools=tools)
         for t, step_tokens in enumerate(gen):
             for r, token in enumerate(step_tokens.tolist()):
                 if not done[r]:

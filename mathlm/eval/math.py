@@ -1,12 +1,13 @@
-"""Accuracy per domain — GSM8K, calculus, ML-math, MATH — and paired checkpoint comparison.
+"""Accuracy per domain — GSM8K, calculus, ML-math, word problems, MATH — and paired comparisons.
 
     python -m mathlm.eval.math --checkpoint checkpoint_mathlm.pt --n 200
     python -m mathlm.eval.math --compare checkpoint_mathlm.pt checkpoint_mathlm_grpo.pt --n 200
     python -m mathlm.eval.math --samples 8 --temperature 0.7          # + maj@8 and pass@8
+    python -m mathlm.eval.math --tools both --domains word_problems   # with vs without the calculator
 
 Reads: --checkpoint (or the two --compare checkpoints), --tokenizer, and the held-out test
 files here (or --data_dir): gsm8k_test.jsonl, calculus_test.jsonl, ml_math_test.jsonl,
-math_test.jsonl. A missing file is named and its domain skipped; none at all is an error.
+word_problems_test.jsonl, math_test.jsonl. A missing file is named and its domain skipped; none at all is an error.
 Writes: <out>.json (per domain: n, correct, accuracy, 95% Wilson interval, flexible and
 flexible_ci95, topics {topic: n, correct, accuracy, ci95} when rows carry a topic, and
 majority_baseline / majority_answer / majority_from; with --compare both sides, the delta and an
@@ -29,6 +30,13 @@ with the KV cache in batches, and checked by the same functions GRPO rewards wit
 antiderivatives up to a constant, MATH's \\boxed{} answers as expressions or normalised text.
 Each domain takes a fixed seeded subset of --n problems, so two runs (and the two sides of a
 comparison) see the same problems.
+
+--tools (mathlm/eval/harness.py tool_modes): auto (the default) decodes with the calculator when the
+checkpoint's tokenizer has its tokens; on / off force it; both scores the same checkpoint on the same
+problems with and without it. Completions are scored on strip_calls(completion) (calls removed, as
+a reader sees the text); the jsonl keeps them and says "tools" on/off per row. With both, each
+domain's summary is the tools-on one plus tools_off (its n, accuracy, ci95, ...), tools_on_only /
+tools_off_only (problems only one side solved) and tools_p_value (exact McNemar on those pairs).
 """
 import json
 import os
@@ -40,14 +48,15 @@ from tqdm import tqdm
 from mathlm.common import atomic_write, atomic_write_json, cli, die, parse_config, pick_device
 from mathlm.eval.answers import (REWARD_KINDS, answers_match, extract_answer, extract_number, gold_answer,
                                  majority_key, reward_answer)
-from mathlm.eval.harness import complete, load_for_eval, read_rows, subset
+from mathlm.eval.harness import complete, load_for_eval, read_rows, subset, tool_modes
 from mathlm.eval.stats import majority_vote, mcnemar_exact, pass_at_k, wilson_interval
-from mathlm.format import qa_prompt
+from mathlm.format import qa_prompt, strip_calls
 
 # calculus_typed: held-out calculus questions in the phrasings people type, which the generator
 # never trains on (generate_calculus --n_typed_test)
 DOMAINS = {"gsm8k": "gsm8k_test.jsonl", "calculus": "calculus_test.jsonl",
-           "calculus_typed": "calculus_typed_test.jsonl", "ml_math": "ml_math_test.jsonl", "math": "math_test.jsonl"}
+           "calculus_typed": "calculus_typed_test.jsonl", "ml_math": "ml_math_test.jsonl",
+           "word_problems": "word_problems_test.jsonl", "math": "math_test.jsonl"}
 TRAIN_FILES = {d: f.replace("_typed", "").replace("_test", "") for d, f in DOMAINS.items()}  # for the majority baseline
 
 
@@ -57,7 +66,7 @@ class Config:
     compare: list[str] = field(default_factory=list)  # two checkpoints: A B
     tokenizer: str = "math_tokenizer"  # tokenizer folder; its hash must match the checkpoint's
     data_dir: str = "."            # where the <domain>_test.jsonl files are
-    domains: str = "gsm8k,calculus,calculus_typed,ml_math,math"  # comma-separated; a missing test file is skipped
+    domains: str = "gsm8k,calculus,calculus_typed,ml_math,word_problems,math"  # comma-separated; a missing test file is skipped
     n: int = 200                   # problems per domain (seeded subset); 0 = all
     seed: int = 0                  # picks the subset and seeds the samples
     max_new_tokens: int = 256      # answer length cap
@@ -65,6 +74,7 @@ class Config:
     samples: int = 0               # k > 0: also maj@k and pass@k from k samples per problem
     temperature: float = 0.7       # for --samples only; the main accuracy is greedy
     device: str = "auto"           # auto|cuda|mps|cpu
+    tools: str = "auto"            # calculator in decoding: auto (on if the tokenizer has its tokens) | on | off | both
     out: str = ""                  # writes <out>.json and .jsonl; "" = eval_math (eval_math_compare with --compare)
 
 
@@ -122,38 +132,51 @@ def load_domains(cfg):
 
 
 def evaluate(checkpoint, cfg, domains, device):
-    """{domain: list of per-problem records} for one checkpoint."""
+    """{tools mode ("on"/"off", per --tools): {domain: list of per-problem records}} for one checkpoint."""
     model, tok = load_for_eval(checkpoint, cfg.tokenizer, device)
-    results = {}
-    total = sum(len(r) for r in domains.values())
+    modes = tool_modes(cfg.tools, tok)
+    runs = {}
+    total = sum(len(r) for r in domains.values()) * len(modes)
     with tqdm(total=total * (2 if cfg.samples else 1), desc=os.path.basename(checkpoint), unit="q",
               disable=None) as bar:
-        for d, rows in domains.items():
-            prompts = [qa_prompt(r["question"]) for r in rows]
-            greedy = complete(model, tok, prompts, cfg.max_new_tokens, cfg.batch_size, progress=bar)
-            sampled = None
-            if cfg.samples:
-                sampled = complete(model, tok, prompts, cfg.max_new_tokens, max(1, cfg.batch_size // cfg.samples),
-                                   num_samples=cfg.samples, temperature=cfg.temperature, seed=cfg.seed, progress=bar)
-                sampled = [s if isinstance(s, list) else [s] for s in sampled]
-            recs = []
-            for i, (row, comp) in enumerate(zip(rows, greedy)):
-                gold, kind = gold_answer(row)
-                rec = {"domain": d, "index": i, "checkpoint": checkpoint, "question": row["question"],
-                       "completion": comp, "extracted": extract(comp, kind), "gold": gold, "kind": kind,
-                       "correct": is_correct(comp, gold, kind),
-                       "correct_flexible": is_correct(comp, gold, kind, "flexible")}
-                rec.update({k: row[k] for k in ("topic", "level") if row.get(k) is not None})
-                if sampled is not None:
-                    flags = [is_correct(s, gold, kind) for s in sampled[i]]
-                    keys = [majority_key(extract(s, kind)) for s in sampled[i]]
-                    keys = [k for k in keys if k is not None]
-                    vote = max(keys, key=keys.count) if keys else None
-                    rec.update(samples=sampled[i], sample_correct=flags, majority=vote,
-                               majority_correct=vote is not None and is_correct(f"#### {vote}", gold, kind))
-                recs.append(rec)
-            results[d] = recs
-    return results
+        for mode in modes:
+            tools = tok if mode == "on" else None
+            results = runs[mode] = {}
+            for d, rows in domains.items():
+                prompts = [qa_prompt(r["question"]) for r in rows]
+                greedy = complete(model, tok, prompts, cfg.max_new_tokens, cfg.batch_size, progress=bar, tools=tools)
+                sampled = None
+                if cfg.samples:
+                    sampled = complete(model, tok, prompts, cfg.max_new_tokens, max(1, cfg.batch_size // cfg.samples),
+                                       num_samples=cfg.samples, temperature=cfg.temperature, seed=cfg.seed,
+                                       progress=bar, tools=tools)
+                    sampled = [[strip_calls(t) for t in (s if isinstance(s, list) else [s])] for s in sampled]
+                recs = []
+                for i, (row, comp) in enumerate(zip(rows, greedy)):
+                    gold, kind = gold_answer(row)
+                    text = strip_calls(comp)   # scored as a reader sees it; the record keeps the calls
+                    rec = {"domain": d, "index": i, "checkpoint": checkpoint, "tools": mode, "question": row["question"],
+                           "completion": comp, "extracted": extract(text, kind), "gold": gold, "kind": kind,
+                           "correct": is_correct(text, gold, kind),
+                           "correct_flexible": is_correct(text, gold, kind, "flexible")}
+                    rec.update({k: row[k] for k in ("topic", "level") if row.get(k) is not None})
+                    if sampled is not None:
+                        flags = [is_correct(s, gold, kind) for s in sampled[i]]
+                        keys = [majority_key(extract(s, kind)) for s in sampled[i]]
+                        keys = [k for k in keys if k is not None]
+                        vote = max(keys, key=keys.count) if keys else None
+                        rec.update(samples=sampled[i], sample_correct=flags, majority=vote,
+                                   majority_correct=vote is not None and is_correct(f"#### {vote}", gold, kind))
+                    recs.append(rec)
+                results[d] = recs
+    return runs
+
+
+def paired(ra, rb):
+    """(A right B wrong, B right A wrong, exact McNemar p) over the same problems."""
+    b = sum(x["correct"] and not y["correct"] for x, y in zip(ra, rb))
+    c = sum(y["correct"] and not x["correct"] for x, y in zip(ra, rb))
+    return b, c, mcnemar_exact(b, c)
 
 
 def _accuracy(recs, key="correct"):
@@ -194,6 +217,8 @@ def main(argv=None):
     cfg = parse_config(Config, PRESETS, argv)
     if cfg.compare and len(cfg.compare) != 2:
         die("--compare takes exactly two checkpoints: A B")
+    if cfg.compare and cfg.tools == "both":
+        die("--tools both compares one checkpoint with itself; with --compare pass --tools on, off or auto")
     ckpts = cfg.compare or [cfg.checkpoint]
     for c in ckpts:
         if not os.path.exists(c):
@@ -201,17 +226,30 @@ def main(argv=None):
     domains = load_domains(cfg)
     device = pick_device(cfg.device)
     t0 = time.time()
-    runs = [evaluate(c, cfg, domains, device) for c in ckpts]
+    by_mode = [evaluate(c, cfg, domains, device) for c in ckpts]   # each {tools mode: {domain: recs}}
+    tools = [list(m) for m in by_mode]
+    runs = [next(iter(m.values())) for m in by_mode]               # tools on when both were run
     summary = {"task": "math", "checkpoints": ckpts, "seconds": time.time() - t0, "n_per_domain": cfg.n,
-               "domains": {}}
-    if len(runs) == 1:
-        print(f"{'domain':<10} {'n':>5}  strict [95% CI]     flexible  majority")
+               "tools": tools[0] if len(ckpts) == 1 else tools, "domains": {}}
+    if len(runs) == 1 and len(tools[0]) == 2:   # --tools both: the same checkpoint and problems, paired
+        on, off = by_mode[0]["on"], by_mode[0]["off"]
+        print(f"{'domain':<14} {'n':>5}  {'tools on [95% CI]':<22} {'tools off [95% CI]':<22} {'Δ (on−off)':>10}  McNemar p")
+        for d in on:
+            s, s_off = summarize(on[d], cfg.samples), summarize(off[d], cfg.samples)
+            b, c, p = paired(on[d], off[d])
+            s.update(majority_baseline(d, domains[d], cfg.data_dir))
+            s.update(tools="on", tools_off=s_off, tools_on_only=b, tools_off_only=c, tools_p_value=p)
+            summary["domains"][d] = s
+            print(f"{d:<14} {s['n']:>5}  {pct(s):<22} {pct(s_off):<22} "
+                  f"{100 * (s['accuracy'] - s_off['accuracy']):>+9.1f}%  {p:.3g}")
+    elif len(runs) == 1:
+        print(f"{'domain':<14} {'n':>5}  strict [95% CI]     flexible  majority   (tools {tools[0][0]})")
         for d, recs in runs[0].items():
             s = summarize(recs, cfg.samples)
             s.update(majority_baseline(d, domains[d], cfg.data_dir))
             summary["domains"][d] = s
             extra = "".join(f"  {k} {100 * v:.1f}%" for k, v in s.items() if k.startswith(("maj@", "pass@")))
-            print(f"{d:<10} {s['n']:>5}  {pct(s)}  {100 * s['flexible']:6.1f}%  {100 * s['majority_baseline']:6.1f}%"
+            print(f"{d:<14} {s['n']:>5}  {pct(s)}  {100 * s['flexible']:6.1f}%  {100 * s['majority_baseline']:6.1f}%"
                   f"{extra}")
     else:
         a_name, b_name = (os.path.basename(c) for c in ckpts)
@@ -219,15 +257,13 @@ def main(argv=None):
         for d in runs[0]:
             ra, rb = runs[0][d], runs[1][d]
             sa, sb = summarize(ra, cfg.samples), summarize(rb, cfg.samples)
-            b = sum(x["correct"] and not y["correct"] for x, y in zip(ra, rb))  # A right, B wrong
-            c = sum(y["correct"] and not x["correct"] for x, y in zip(ra, rb))  # B right, A wrong
-            p = mcnemar_exact(b, c)
+            b, c, p = paired(ra, rb)  # A right B wrong, B right A wrong
             delta = sb["accuracy"] - sa["accuracy"]
             summary["domains"][d] = {"A": sa, "B": sb, "delta": delta, "a_only": b, "b_only": c, "p_value": p,
                                      **majority_baseline(d, domains[d], cfg.data_dir)}
             print(f"{d:<10} {sa['n']:>5}  {pct(sa):<28} {pct(sb):<28} {100 * delta:>+7.1f}%  {p:.3g}")
     rows = [dict(r, side="AB"[j]) if len(runs) == 2 else r
-            for j, run in enumerate(runs) for recs in run.values() for r in recs]
+            for j, modes in enumerate(by_mode) for run in modes.values() for recs in run.values() for r in recs]
     out = cfg.out or ("eval_math_compare" if cfg.compare else "eval_math")
     replaced = scored_by(out + ".json")
     atomic_write(out + ".jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
