@@ -221,11 +221,71 @@ def config_dict(cfg):
 
 
 # -----------------------------------------------------------------------------
+# config checks: each stage's validate(cfg) refuses a meaningless value before any work, in one
+# line naming the flag, the value and what is allowed: `error: --n_layer 0: must be ≥ 1`
+
+SEED_MAX = 2**32 - 1  # numpy's seeds are 32-bit unsigned: --seed -1 was a ValueError traceback
+
+
+def _num(v):
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def check_range(cfg, name, lo=None, hi=None, above=None, below=None, also=(), why=""):
+    """Refuse `cfg.<name>` outside lo ≤ v ≤ hi (inclusive) and above < v < below (exclusive);
+    the values in `also` pass whatever the range (e.g. -1 = never). NaN and ±inf never pass.
+    `why` follows the allowed range after a dash. Returns the value."""
+    import math
+    v = getattr(cfg, name)
+    if v in also:
+        return v
+    ok = (not isinstance(v, float) or math.isfinite(v)) and \
+        (lo is None or v >= lo) and (hi is None or v <= hi) and \
+        (above is None or v > above) and (below is None or v < below)
+    if not ok:
+        left = f"[{_num(lo)}" if lo is not None else f"({_num(above)}" if above is not None else None
+        right = f"{_num(hi)}]" if hi is not None else f"{_num(below)})" if below is not None else None
+        if left and right:
+            allowed = f"in {left}, {right}"
+        elif left:
+            allowed = f"{'≥' if lo is not None else '>'} {left[1:]}"
+        else:
+            allowed = f"{'≤' if hi is not None else '<'} {right[:-1]}"
+        if also:
+            allowed += " or " + " or ".join(_num(a) for a in also)
+        die(f"--{name} {_num(v)}: must be {allowed}" + (f" — {why}" if why else ""))
+    return v
+
+
+def check_choice(cfg, name, choices):
+    """Refuse `cfg.<name>` unless it is one of `choices`: `--dtype fp8: use one of auto, bf16, fp32`."""
+    v = getattr(cfg, name)
+    if v not in choices:
+        die(f"--{name} {v!r}: use one of {', '.join(choices)}")
+    return v
+
+
+def device_error(device):
+    """Why `device` is not a device mathlm runs on (None when it is one): auto, cpu, mps, cuda, cuda:N."""
+    import re
+    if re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", str(device)):
+        return None
+    return f"--device {device!r}: use auto, cpu, cuda, cuda:N or mps"
+
+
+def check_device(cfg):
+    if device_error(cfg.device):
+        die(device_error(cfg.device))
+
+
+# -----------------------------------------------------------------------------
 # device and precision
 
 def pick_device(device="auto", verbose=True):
     """auto → cuda, then mps, then cpu."""
     import torch
+    if device_error(device):  # torch's own message for "tpu" is a traceback
+        die(device_error(device))
     if device == "auto":
         if torch.cuda.is_available():
             device = "cuda"

@@ -28,6 +28,7 @@ CALC_START, CALC_RESULT, CALC_END = "<|calc|>", "<|result|>", "<|/result|>"
 TOOL_TOKENS = (CALC_START, CALC_RESULT, CALC_END)  # special tokens; after SPECIAL_TOKENS in the vocab
 CALL = re.compile(re.escape(CALC_START) + r"(.*?)" + re.escape(CALC_RESULT) + r"(.*?)(?:" + re.escape(CALC_END) + r"|$)",
                   re.S)
+STRAY_RESULT = re.compile(re.escape(CALC_RESULT) + r".*?(?:" + re.escape(CALC_END) + r"|$)", re.S)
 
 
 def calc_call(expr, result):
@@ -36,8 +37,10 @@ def calc_call(expr, result):
 
 
 def strip_calls(text):
-    """Text with every call (finished or cut off) removed, as a reader or the answer checker sees it."""
-    return CALL.sub("", text).replace(CALC_START, "")
+    """Text with every call (finished or cut off) removed, as a reader or the answer checker sees it; so is
+    a result the decoder forced after a <|result|> with no call open (`<|result|>error<|/result|>`)."""
+    text = STRAY_RESULT.sub("", CALL.sub("", text))
+    return text.replace(CALC_START, "").replace(CALC_END, "")
 
 
 def qa_prompt(question):
