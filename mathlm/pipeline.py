@@ -37,7 +37,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from mathlm.common import atomic_write_json, cli, die, parse_config, sha256_file
+from mathlm.common import SEED_MAX, atomic_write_json, check_device, check_range, cli, die, parse_config, sha256_file
 
 STAGES = ["data_text", "tokenizer", "data_bin", "pretrain_data", "pretrain", "sft", "grpo", "eval", "report"]
 DATASETS = {  # name → (downloader module, folder names that mean it)
@@ -46,7 +46,8 @@ DATASETS = {  # name → (downloader module, folder names that mean it)
     "numina": ("mathlm.data.download_numina", ("numina", "numinamath", "numinamath-cot", "numinamath_cot")),
     "openr1": ("mathlm.data.download_openr1", ("openr1", "openr1-math-220k", "openr1_math", "open-r1")),
 }
-GENERATORS = {"calculus": "mathlm.data.generate_calculus", "ml_math": "mathlm.data.generate_ml_math"}
+GENERATORS = {"calculus": "mathlm.data.generate_calculus", "ml_math": "mathlm.data.generate_ml_math",
+              "word_problems": "mathlm.data.generate_word_problems"}
 STATE = "pipeline.json"
 
 
@@ -67,11 +68,13 @@ class Config:
 # per-preset stage arguments; "default" is each stage's own defaults (the GPU recipe)
 RECIPES = {
     "smoke": {"calculus": ["--preset", "smoke"], "ml_math": ["--preset", "smoke"],
-              "gsm8k": ["--max_examples", "2000"], "vocab": ["--preset", "smoke"],
+              "word_problems": ["--preset", "smoke"], "gsm8k": ["--max_examples", "2000"], "vocab": ["--preset", "smoke"],
               "train": ["--preset", "smoke"], "eval": ["--preset", "smoke"]},
-    "tiny": {"calculus": ["--preset", "tiny"], "ml_math": ["--preset", "tiny"], "gsm8k": [],
+    "tiny": {"calculus": ["--preset", "tiny"], "ml_math": ["--preset", "tiny"], "word_problems": ["--preset", "tiny"],
+             "gsm8k": [],
              "vocab": ["--preset", "tiny"], "train": ["--preset", "tiny"], "eval": ["--preset", "tiny"]},
-    "default": {"calculus": [], "ml_math": [], "gsm8k": [], "vocab": [], "train": [], "eval": []},
+    "default": {"calculus": [], "ml_math": [], "word_problems": [], "gsm8k": [], "vocab": [], "train": [],
+                "eval": []},
 }
 
 
@@ -266,6 +269,8 @@ def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     argv = ["--from_stage" if a == "--from" else a for a in argv]
     cfg = parse_config(Config, None, argv)
+    check_range(cfg, "seed", lo=0, hi=SEED_MAX, also=(-1,))
+    check_device(cfg)
     if cfg.preset not in RECIPES:
         die(f"unknown --preset {cfg.preset}; choose one of {', '.join(RECIPES)}")
     for s in (cfg.from_stage, cfg.until):

@@ -23,7 +23,7 @@ import random
 import re
 from dataclasses import dataclass
 
-from mathlm.common import atomic_write, atomic_write_json, cli, parse_config
+from mathlm.common import SEED_MAX, atomic_write, atomic_write_json, check_range, cli, parse_config
 from mathlm.eval.stats import mcnemar_exact, wilson_interval
 
 SECTIONS = ["Model", "Data", "Datasets skipped", "Stages", "Hyperparameters", "Pretraining", "SFT", "GRPO",
@@ -547,6 +547,8 @@ def hardware():
 @cli
 def main(argv=None):
     cfg = parse_config(Config, None, argv)
+    check_range(cfg, "samples", lo=0)
+    check_range(cfg, "seed", lo=0, hi=SEED_MAX)
     state = read("pipeline.json")
     state = state if isinstance(state, dict) else {}
     ckpts = {name: (lambda c: c if isinstance(c, dict) else None)(read(p)) for name, p in TRAINERS}

@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from mathlm.common import cli, die, json_row, parse_config, qa_fields_ok  # noqa: E402
+from mathlm.common import check_range, cli, die, json_row, parse_config, qa_fields_ok  # noqa: E402
 from mathlm.format import qa_text  # noqa: E402
-from mathlm.tokenizer import MathTokenizer, iter_text_files  # noqa: E402
+from mathlm.tokenizer import SPECIAL_TOKENS, MathTokenizer, iter_text_files  # noqa: E402
 
 
 @dataclass
@@ -95,12 +95,21 @@ def iter_texts(files, max_mb=0):
 @cli
 def main(argv=None):
     cfg = parse_config(Config, PRESETS, argv)
+    check_range(cfg, "vocab_size", above=256 + len(SPECIAL_TOKENS),
+                why="256 byte tokens and the special tokens come first; merges fill the rest")
+    check_range(cfg, "min_frequency", lo=1)
+    check_range(cfg, "max_mb", lo=0, why="0 = all")
     files = resolve_inputs(cfg)
     mb = sum(os.path.getsize(f) for f in files) / 1e6
+    if mb == 0:
+        die(f"the input is empty: {', '.join(files)} hold no text — pass --input FILES with text in them")
     print(f"training a {cfg.vocab_size:,}-token BPE on {len(files)} file(s), {mb:,.1f} MB")
     t0 = time.time()
     tok = MathTokenizer.train(iter_texts(files, cfg.max_mb), vocab_size=cfg.vocab_size,
                               min_frequency=cfg.min_frequency, show_progress=sys.stderr.isatty(), tools=cfg.tools)
+    if not json.loads(tok.tk.to_str())["model"]["merges"]:  # a bytes-only tokenizer: 0 merges learned
+        die(f"no merge learned from {mb:,.3f} MB of text (vocab {tok.vocab_size}) — give more text "
+            "or a larger --vocab_size")
     out = os.path.abspath(cfg.out_dir.rstrip("/"))
     tmp, old = out + ".tmp", out + ".old"
     shutil.rmtree(tmp, ignore_errors=True)

@@ -35,3 +35,14 @@ def gsm8k_workdir(tmp_path_factory):
         train_tokenizer.main(["--data_dir", str(d), "--out_dir", str(d / "math_tokenizer"), "--vocab_size", "1024"])
         download_gsm8k.main(["--source", GSM8K_SAMPLE, "--out_dir", str(d), "--tokenizer", str(d / "math_tokenizer")])
     return d
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models gain nothing from a second thread; on a shared 2-core machine it only adds sync
+    cost. A module uses it with `pytestmark = pytest.mark.usefixtures("one_thread")`; restored after."""
+    import torch
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

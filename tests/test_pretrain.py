@@ -145,8 +145,8 @@ def test_loss_falls_on_real_gsm8k(gsm8k_workdir, tmp_path, capsys):
 
 @pytest.mark.parametrize("extra,msg", [
     (["--mixture", "nothing.bin:1"], "no training data"),
-    (["--batch_size", "0"], "--batch_size must be positive"),
-    (["--batch_size", "-4"], "--batch_size must be positive"),
+    (["--batch_size", "0"], "--batch_size 0: must be ≥ 1"),
+    (["--batch_size", "-4"], "--batch_size -4: must be ≥ 1"),
 ])
 def test_bad_input_is_one_line_error(gsm8k_workdir, tmp_path, extra, msg):
     with pytest.raises(SystemExit, match=msg):

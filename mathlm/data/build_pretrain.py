@@ -55,7 +55,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from tqdm import tqdm
 
-from mathlm.common import cli, die, json_row, parse_config
+from mathlm.common import SEED_MAX, check_range, cli, die, json_row, parse_config
 from mathlm.data.tokens import meta_path, token_dtype, write_meta
 from mathlm.format import qa_text
 from mathlm.tokenizer import MathTokenizer
@@ -255,10 +255,11 @@ def available_cpus():
 @cli
 def main(argv=None):
     cfg = parse_config(Config, PRESETS, argv)
-    if not 0 <= cfg.val_frac < 1:
-        die(f"--val_frac {cfg.val_frac} must be in [0, 1)")
-    if cfg.chunk_mb <= 0 or cfg.max_doc_mb <= 0:
-        die("--chunk_mb and --max_doc_mb must be > 0")
+    check_range(cfg, "val_frac", lo=0, below=1)
+    check_range(cfg, "chunk_mb", above=0)
+    check_range(cfg, "max_doc_mb", above=0)
+    check_range(cfg, "num_workers", lo=0, why="0 = one per core, 1 = no pool")
+    check_range(cfg, "seed", lo=0, hi=SEED_MAX)
     paths = find_inputs(cfg.input)
     try:
         tok = MathTokenizer.load(cfg.tokenizer)

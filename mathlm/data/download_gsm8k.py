@@ -27,7 +27,7 @@ from collections import Counter
 from dataclasses import dataclass
 from fractions import Fraction
 
-from mathlm.common import cli, die, parse_config
+from mathlm.common import check_range, cli, die, parse_config
 from mathlm.data.qa_io import convert_rows, load_rows, write_qa_dataset
 from mathlm.format import calc_call
 
@@ -89,6 +89,7 @@ def to_pair(row, calculator="call", counts=None):
 @cli
 def main(argv=None):
     cfg = parse_config(Config, None, argv)
+    check_range(cfg, "max_examples", lo=0, why="0 = all")  # -1 once meant train[:-1]
     if cfg.calculator not in MODES:
         die(f"--calculator {cfg.calculator!r}: choose one of {', '.join(MODES)}")
     splits = load_rows(cfg.source, HUB_ID, (HUB_CONFIG,), columns=["question", "answer"])

@@ -17,7 +17,7 @@ The answer is the full solution, \\boxed{...} kept; "final" stores the last boxe
 """
 from dataclasses import dataclass
 
-from mathlm.common import cli, parse_config
+from mathlm.common import check_range, cli, parse_config
 from mathlm.data.qa_io import convert_rows, last_boxed, load_rows, write_qa_dataset
 
 HUB_ID = "EleutherAI/hendrycks_math"
@@ -42,6 +42,7 @@ def to_pair(row):
 @cli
 def main(argv=None):
     cfg = parse_config(Config, None, argv)
+    check_range(cfg, "max_examples", lo=0, why="0 = all")  # -1 once meant train[:-1]
     splits = load_rows(cfg.source, HUB_ID, SUBJECTS, columns=["problem", "solution", "level", "type"])
     train, _ = convert_rows(splits.get("train", []), to_pair, "math train")
     test, _ = convert_rows(splits.get("test", []), to_pair, "math test")

@@ -14,7 +14,7 @@ decontamination can only drop copies of test questions whose *_test.jsonl is alr
 """
 from dataclasses import dataclass
 
-from mathlm.common import cli, parse_config
+from mathlm.common import check_range, cli, parse_config
 from mathlm.data.qa_io import convert_rows, last_boxed, load_rows, write_qa_dataset
 
 HUB_ID = "AI-MO/NuminaMath-CoT"
@@ -37,6 +37,7 @@ def to_pair(row):
 @cli
 def main(argv=None):
     cfg = parse_config(Config, None, argv)
+    check_range(cfg, "max_examples", lo=0, why="0 = all")  # -1 once meant train[:-1]
     splits = load_rows(cfg.source, HUB_ID, columns=["problem", "solution", "source"])
     train, _ = convert_rows(splits.get("train", []), to_pair, "numina train")
     test, _ = convert_rows(splits.get("test", []), to_pair, "numina test")

@@ -21,7 +21,7 @@ Choices:
 """
 from dataclasses import dataclass
 
-from mathlm.common import cli, parse_config
+from mathlm.common import check_range, cli, parse_config
 from mathlm.data.qa_io import convert_rows, load_rows, write_qa_dataset
 
 HUB_ID, HUB_CONFIG = "open-r1/OpenR1-Math-220k", "default"
@@ -52,6 +52,7 @@ def to_pair(row):
 @cli
 def main(argv=None):
     cfg = parse_config(Config, None, argv)
+    check_range(cfg, "max_examples", lo=0, why="0 = all")  # -1 once meant train[:-1]
     splits = load_rows(cfg.source, HUB_ID, (HUB_CONFIG,), columns=COLUMNS)
     rows = splits.get("train", [])
     train, left_out = convert_rows(rows, to_pair, "openr1 train")

@@ -45,7 +45,7 @@ from fractions import Fraction
 import sympy as sp
 from sympy.printing.str import StrPrinter
 
-from mathlm.common import cli, die, parse_config
+from mathlm.common import SEED_MAX, check_range, cli, die, parse_config
 from mathlm.format import calc_call, strip_calls
 
 
@@ -913,16 +913,18 @@ def write_corpus(path, recs, seed):
 def main(argv=None):
     import os
     cfg = parse_config(Config, PRESETS, argv)
-    if cfg.n < 1 or cfg.n_test < 0 or cfg.corpus < 0 or cfg.n_typed_test < 0:
-        die(f"--n must be ≥ 1 and --n_test, --corpus, --n_typed_test ≥ 0")
+    check_range(cfg, "n", lo=1)
+    for k in ("n_test", "corpus", "n_typed_test"):
+        check_range(cfg, k, lo=0)
+    check_range(cfg, "workers", lo=0, why="0 = one per CPU")
+    check_range(cfg, "seed", lo=0, hi=SEED_MAX)
     try:
         levels = sorted({int(x) for x in str(cfg.levels).split(",") if x.strip()})
     except ValueError:
         levels = []
     if not levels or any(lv not in LEVELS for lv in levels):
         die(f"--levels {cfg.levels!r}: give a comma list from {', '.join(map(str, LEVELS))}, e.g. 1,2")
-    if not 0 <= cfg.casual <= 1:
-        die(f"--casual {cfg.casual} must be a fraction in [0, 1]")
+    check_range(cfg, "casual", lo=0, hi=1)
     workers = cfg.workers or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
     t0 = time.time()
     stats = {}

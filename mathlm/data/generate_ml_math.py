@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal, localcontext
 from fractions import Fraction
 
-from mathlm.common import cli, die, parse_config
+from mathlm.common import SEED_MAX, check_range, cli, parse_config
 from mathlm.data.generate_calculus import split, write_outputs  # noqa: F401  (split is part of the API)
 
 
@@ -884,8 +884,9 @@ def generate(n, seed, progress=False, stats=None):
 @cli
 def main(argv=None):
     cfg = parse_config(Config, PRESETS, argv)
-    if cfg.n < 1 or cfg.n_test < 0:
-        die(f"--n must be ≥ 1 and --n_test ≥ 0 (got {cfg.n}, {cfg.n_test})")
+    check_range(cfg, "n", lo=1)
+    check_range(cfg, "n_test", lo=0)
+    check_range(cfg, "seed", lo=0, hi=SEED_MAX)
     t0 = time.time()
     stats = {}
     pairs = generate(cfg.n + cfg.n_test, cfg.seed, progress=True, stats=stats)

@@ -53,7 +53,7 @@ class Mixture:
         self.block_size = T = block_size
         val_paths = val_paths or {}
         self._parts = {}    # name -> {"train": (path, dtype, lo, hi), "val": (...)}
-        weights, looked = {}, []
+        weights, looked, too_small = {}, [], []
         for key, w in paths_and_weights.items():
             path = _resolve(key, data_dir)
             name = _name(path)
@@ -88,11 +88,15 @@ class Mixture:
             if min(sizes.values()) < T + 1:
                 print(f"mixture: {path} is too small ({n:,} tokens; train {sizes['train']:,} / val "
                       f"{sizes['val']:,}) for windows of {T + 1} tokens — not in the mix")
+                too_small.append(path)
                 continue
             self._parts[name] = parts
             weights[name] = float(w)
             print(f"mixture: {path} | {n:,} tokens | weight {w:g} | train {sizes['train']:,} / "
                   f"val {sizes['val']:,} ({how})")
+        if not self._parts and too_small:
+            die(f"block_size {T}: every source is too small for one window of {T + 1} tokens in its train "
+                f"and val splits ({', '.join(too_small)}) — lower --block_size or add data")
         if not self._parts:
             die(f"no training data: looked for {', '.join(looked)} (data_dir {data_dir}) — build them "
                 "with the mathlm.data stages (download_*, generate_*, build_pretrain)")

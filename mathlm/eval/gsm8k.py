@@ -34,9 +34,9 @@ from dataclasses import dataclass
 
 from tqdm import tqdm
 
-from mathlm.common import atomic_write, atomic_write_json, cli, die, parse_config, pick_device
+from mathlm.common import atomic_write, atomic_write_json, check_range, cli, die, parse_config, pick_device
 from mathlm.eval.answers import extract_number, gold_answer, majority_key, numbers_equal
-from mathlm.eval.harness import complete, load_for_eval, read_rows, subset, tool_modes, wilson_str
+from mathlm.eval.harness import complete, load_for_eval, read_rows, subset, tool_modes, validate, wilson_str
 from mathlm.format import encode_qa, qa_prompt, strip_calls
 
 # GSM8K train examples #1 and #4 (0-based, openai/gsm8k main train): short, two-step. Their <<a*b=c>>
@@ -117,8 +117,9 @@ def pass_at_k_mean(flags, k):
 @cli
 def main(argv=None):
     cfg = parse_config(Config, PRESETS, argv)
-    if cfg.shots < 0 or cfg.shots > len(SHOTS):
-        die(f"--shots must be 0..{len(SHOTS)}")
+    validate(cfg)
+    check_range(cfg, "shots", lo=0, hi=len(SHOTS))
+    check_range(cfg, "top_p", above=0, hi=1, why="1 = off")
     if not os.path.exists(cfg.checkpoint):  # before the test set, which may come from the hub
         die(f"checkpoint {cfg.checkpoint} not found — train one or pass --checkpoint PATH")
     rows = subset(load_test(cfg.source), cfg.n, cfg.seed)

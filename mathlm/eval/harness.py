@@ -23,7 +23,7 @@ import random
 
 import torch
 
-from mathlm.common import die
+from mathlm.common import SEED_MAX, check_device, check_range, die
 from mathlm.format import cut_completion
 
 # checked every few steps: decoding every row every step would cost more than it saves
@@ -40,6 +40,19 @@ def tool_modes(tools, tok):
         die(f"--tools {tools}: the tokenizer has no calculator tokens (<|calc|> <|result|> <|/result|>) — "
             "retrain it, or use --tools off")
     return {"auto": ["on" if has else "off"], "on": ["on"], "off": ["off"], "both": ["on", "off"]}[tools]
+
+
+def validate(cfg):
+    """The flags both evals have: `--n -1` once meant all problems and `--max_new_tokens -1` an
+    empty answer scored 0%, both with exit 0."""
+    check_range(cfg, "n", lo=0, why="0 = all")
+    check_range(cfg, "seed", lo=0, hi=SEED_MAX)
+    check_range(cfg, "max_new_tokens", lo=1)
+    check_range(cfg, "batch_size", lo=1)
+    check_range(cfg, "samples", lo=0, why="0 = greedy only")
+    if cfg.samples > 0:  # at temperature 0 the k samples are k copies of the greedy answer
+        check_range(cfg, "temperature", above=0, why="the samples are drawn at it")
+    check_device(cfg)
 
 
 def load_for_eval(checkpoint, tokenizer_dir, device):

@@ -48,7 +48,7 @@ from tqdm import tqdm
 from mathlm.common import atomic_write, atomic_write_json, cli, die, parse_config, pick_device
 from mathlm.eval.answers import (REWARD_KINDS, answers_match, extract_answer, extract_number, gold_answer,
                                  majority_key, reward_answer)
-from mathlm.eval.harness import complete, load_for_eval, read_rows, subset, tool_modes
+from mathlm.eval.harness import complete, load_for_eval, read_rows, subset, tool_modes, validate
 from mathlm.eval.stats import majority_vote, mcnemar_exact, pass_at_k, wilson_interval
 from mathlm.format import qa_prompt, strip_calls
 
@@ -215,6 +215,7 @@ def scored_by(path):
 @cli
 def main(argv=None):
     cfg = parse_config(Config, PRESETS, argv)
+    validate(cfg)
     if cfg.compare and len(cfg.compare) != 2:
         die("--compare takes exactly two checkpoints: A B")
     if cfg.compare and cfg.tools == "both":

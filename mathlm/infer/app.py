@@ -15,7 +15,7 @@ Spaces sets GRADIO_SERVER_NAME=0.0.0.0 and the port; Gradio reads them when --ho
 import os
 from dataclasses import dataclass
 
-from mathlm.common import cli, parse_config
+from mathlm.common import check_range, cli, parse_config
 from mathlm.infer.demo import build_demo, make_demo, serve
 
 # the files a model repo needs to be served; README and anything else stay on the Hub
@@ -65,6 +65,7 @@ def make_app(repo_id="", model_dir="", revision="", device="auto"):
 @cli
 def main(argv=None):
     cfg = parse_config(Config, None, argv)
+    check_range(cfg, "port", lo=0, hi=65535, why="0 = $GRADIO_SERVER_PORT or 7860")
     demo = make_app(cfg.repo_id, cfg.model_dir, cfg.revision, cfg.device)
     serve(demo, cfg.host or None, cfg.port or None, cfg.share)  # None: Gradio reads $GRADIO_SERVER_*
 

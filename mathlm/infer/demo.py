@@ -26,7 +26,7 @@ import os
 import re
 from dataclasses import dataclass
 
-from mathlm.common import MathlmError, cli, die, parse_config
+from mathlm.common import MathlmError, check_range, cli, die, parse_config
 from mathlm.infer.inference import HOW_TO_GET_ONE, load_model, newest_checkpoint, stream_chat, stream_text
 
 
@@ -368,6 +368,7 @@ def serve(demo, host, port, share):
 @cli
 def main(argv=None):
     cfg = parse_config(Config, None, argv)
+    check_range(cfg, "port", lo=1, hi=65535)
     serve(make_demo(cfg.checkpoint, cfg.tokenizer, cfg.device), cfg.host, cfg.port, cfg.share)
 
 

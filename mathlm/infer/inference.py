@@ -21,7 +21,8 @@ import re
 import sys
 from dataclasses import dataclass
 
-from mathlm.common import cli, die, eprint, parse_config, pick_device, pick_dtype
+from mathlm.common import (SEED_MAX, check_device, check_range, cli, die, eprint, parse_config, pick_device,
+                           pick_dtype)
 from mathlm.format import STOP_STRINGS, encode_chat, qa_prompt
 
 DEFAULT_CHECKPOINTS = ("checkpoint_mathlm_grpo.pt", "checkpoint_mathlm.pt", "checkpoint.pt")
@@ -244,6 +245,12 @@ def _print_stream(pieces):
 @cli
 def main(argv=None):
     cfg = parse_config(Config, None, argv)
+    check_range(cfg, "max_new_tokens", lo=1)
+    check_range(cfg, "temperature", lo=0, why="0 = greedy")
+    check_range(cfg, "top_k", lo=0, why="0 = off")
+    check_range(cfg, "top_p", above=0, hi=1, why="1 = off")
+    check_range(cfg, "seed", lo=0, hi=SEED_MAX, also=(-1,))
+    check_device(cfg)
     if not cfg.chat and not cfg.prompt.strip():
         die("nothing to answer: the prompt is empty — pass --prompt \"Q: d/dx x^5? A:\" or --chat")
     model, tok = load_model(cfg.checkpoint or None, cfg.tokenizer, cfg.device, cfg.dtype)

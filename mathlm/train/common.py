@@ -26,7 +26,7 @@ import warnings
 
 import torch
 
-from mathlm.common import atomic_save, atomic_write_json, die, hold_lock
+from mathlm.common import SEED_MAX, atomic_save, atomic_write_json, check_device, check_range, die, hold_lock
 
 
 # -----------------------------------------------------------------------------
@@ -39,6 +39,60 @@ def get_lr(step, lr, min_lr, warmup_steps, max_steps):
         return min_lr
     ratio = (step - warmup_steps) / max(1, max_steps - warmup_steps)
     return min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (lr - min_lr)
+
+
+# -----------------------------------------------------------------------------
+# flags every trainer has, and divergence: nothing non-finite is trained on or saved
+
+def validate_optim(cfg):
+    """Check the optimizer, schedule, seed, logging and device flags the three trainers share."""
+    # AdamW moves every weight by about lr a step (init std 0.02): above 1 a run only diverges
+    check_range(cfg, "lr", above=0, hi=1)
+    check_range(cfg, "min_lr", lo=0, hi=1)
+    check_range(cfg, "warmup_steps", lo=0)
+    check_range(cfg, "weight_decay", lo=0)
+    for k in ("beta1", "beta2"):
+        check_range(cfg, k, lo=0, below=1, why="AdamW's moment decay")
+    check_range(cfg, "grad_clip", lo=0, why="0 = off")
+    check_range(cfg, "log_every", lo=1)
+    check_range(cfg, "seed", lo=0, hi=SEED_MAX)
+    check_device(cfg)
+
+
+def nonfinite(state_dict):
+    """Names of the floating-point tensors in `state_dict` that hold a NaN or an inf."""
+    return [k for k, t in state_dict.items()
+            if torch.is_tensor(t) and t.is_floating_point() and not torch.isfinite(t).all()]
+
+
+DIVERGED = "training diverged; {out} keeps its last good checkpoint — lower --lr (or raise --warmup_steps) and rerun"
+
+
+def stop_if_diverged(step, loss, grad_norm, out):
+    """Stop at step `step`'s first non-finite loss or gradient norm: called before the optimizer
+    applies it, so nothing non-finite reaches the weights or `out` (issue 14: `--lr inf` once saved
+    an all-NaN checkpoint over the last good one, with exit 0)."""
+    loss, grad_norm = float(loss), float(grad_norm)
+    if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+        die(f"step {step}: loss {loss:g}, grad_norm {grad_norm:g} — " + DIVERGED.format(out=out))
+
+
+@torch.no_grad()
+def check_finite_model(model, out):
+    """Refuse to save `model` over `out` when a weight is non-finite, or when its logits on a fixed
+    input are (finite weights so large that the activations overflow). A tiny forward: cheap next to
+    a save. The per-step check (stop_if_diverged) is what normally stops a diverging run first."""
+    bad = nonfinite(model.state_dict())
+    if not bad:
+        T = min(8, model.config.block_size)
+        idx = torch.arange(T, device=next(model.parameters()).device)[None] % model.config.vocab_size
+        was_training = model.training
+        model.eval()
+        logits = model(idx)[0]
+        model.train(was_training)
+        bad = [] if torch.isfinite(logits).all() else ["logits on a fixed input"]
+    if bad:
+        die(f"not saving: NaN or inf in the model's {bad[0]} — " + DIVERGED.format(out=out))
 
 
 # -----------------------------------------------------------------------------
@@ -283,6 +337,10 @@ def load_checkpoint(path, map_location="cpu", resume=False):
     except Exception as e:
         die(f"checkpoint {path} is unreadable: {_load_error(e)}")
     check_checkpoint(path, ckpt, resume)
+    bad = nonfinite(ckpt["model"]) if isinstance(ckpt["model"], dict) else []
+    if bad:  # a diverged run's weights: every answer would be garbage, every further step NaN
+        die(f"{path} holds NaN or inf weights ({len(bad)} of {len(ckpt['model'])} tensors, e.g. {bad[0]}) — "
+            "it comes from a diverged run; use an earlier checkpoint")
     return ckpt
 
 
@@ -300,8 +358,12 @@ def model_from_checkpoint(ckpt, device="cpu", verbose=False):
     return model.to(device)
 
 
-def check_compatible(path, ckpt, model_config, tokenizer_hash):
-    """Refuse to resume or fine-tune from a checkpoint made with another shape or tokenizer."""
+def check_compatible(path, ckpt, model_config, tokenizer_hash, stage=None):
+    """Refuse to resume or fine-tune from a checkpoint made with another shape or tokenizer, or
+    (`stage` given: --resume) by another stage: its sampler state means something else there."""
+    if stage is not None and ckpt.get("stage", stage) != stage:
+        die(f"{path} is a {ckpt['stage']} checkpoint; {stage} --resume continues a {stage} one — "
+            f"pass this stage's own --out, or start it without --resume")
     if tokenizer_hash is not None and ckpt.get("tokenizer_hash") not in (None, tokenizer_hash):
         die(f"{path} was trained with tokenizer {ckpt.get('tokenizer_hash')}, the current one is "
             f"{tokenizer_hash} — use the matching math_tokenizer/ or start a new run")

@@ -57,12 +57,12 @@ from dataclasses import dataclass
 
 import torch
 
-from mathlm.common import autocast, cli, config_dict, die, parse_config
+from mathlm.common import autocast, check_choice, check_range, cli, config_dict, die, parse_config
 from mathlm.calculator import forced_mask
 from mathlm.format import STOP_STRINGS, cut_completion, qa_prompt, strip_calls
-from mathlm.train.common import (check_compatible, get_lr, init_wandb, load_checkpoint,
-                                 model_from_checkpoint, save_checkpoint, setup, throughput, throughput_line,
-                                 writer_lock)
+from mathlm.train.common import (check_compatible, check_finite_model, get_lr, init_wandb, load_checkpoint,
+                                 model_from_checkpoint, save_checkpoint, setup, stop_if_diverged, throughput,
+                                 throughput_line, validate_optim, writer_lock)
 from mathlm.train.pretrain import maybe_compile
 
 
@@ -130,24 +130,20 @@ PRESETS = {
 
 
 def validate(cfg):
-    for k in ("group_size", "questions_per_step", "max_new_tokens", "max_steps", "ppo_epochs", "micro_batch",
-              "n_eval", "eval_batch", "log_every"):
-        if getattr(cfg, k) <= 0:
-            die(f"--{k} must be positive (got {getattr(cfg, k)})")
-    if cfg.max_resample < 0:
-        die(f"--max_resample must be non-negative (got {cfg.max_resample})")
-    if cfg.group_size < 2:
-        die("--group_size must be at least 2: advantages compare completions within a group")
-    if cfg.scale_rewards not in ("group", "none"):
-        die(f"--scale_rewards {cfg.scale_rewards!r}: use group or none")
-    if cfg.loss_type not in ("grpo", "dapo"):
-        die(f"--loss_type {cfg.loss_type!r}: use grpo or dapo")
-    if cfg.beta < 0 or cfg.clip_eps < 0 or cfg.temperature < 0:
-        die("--beta, --clip_eps and --temperature must be non-negative")
-    if cfg.temperature == 0:
-        die("--temperature 0 samples G identical completions: every group is zero-signal; use e.g. 1.0")
-    if cfg.lr <= 0 or cfg.min_lr < 0:
-        die("--lr must be positive and --min_lr non-negative")
+    for k in ("questions_per_step", "max_new_tokens", "max_steps", "ppo_epochs", "micro_batch", "n_eval",
+              "eval_batch"):
+        check_range(cfg, k, lo=1)
+    check_range(cfg, "group_size", lo=2, why="advantages compare completions within a group")
+    check_range(cfg, "max_resample", lo=0, why="0 = no dynamic sampling")
+    check_choice(cfg, "scale_rewards", ("group", "none"))
+    check_choice(cfg, "loss_type", ("grpo", "dapo"))
+    check_range(cfg, "beta", lo=0, why="0 = no KL term")
+    check_range(cfg, "clip_eps", lo=0)
+    check_range(cfg, "temperature", above=0, why="0 samples G identical completions, so no group has signal")
+    check_range(cfg, "top_p", above=0, hi=1, why="1 = off; 0 is greedy: G identical completions")
+    check_range(cfg, "top_k", lo=0, why="0 = off")
+    check_range(cfg, "eval_every", lo=-1, why="-1 = only at the start and end")
+    validate_optim(cfg)
 
 
 # -----------------------------------------------------------------------------
@@ -569,7 +565,8 @@ def run(cfg):
         init = load_checkpoint(cfg.init_from)
         check_compatible(cfg.init_from, init, None, tok.hash)
     state = load_checkpoint(cfg.out, resume=True) if resuming else init
-    check_compatible(cfg.out if resuming else cfg.init_from, state, None, tok.hash)
+    check_compatible(cfg.out if resuming else cfg.init_from, state, None, tok.hash,
+                     stage="grpo" if resuming else None)
     if init is not None and resuming:
         check_compatible(cfg.out, state, init["model_config"], None)
     mc = state["model_config"]
@@ -626,6 +623,7 @@ def run(cfg):
     def checkpoint():
         if not dist.master:
             return
+        check_finite_model(raw_model, cfg.out)
         save_checkpoint(cfg.out, {
             "model": raw_model.state_dict(), "optimizer": optimizer.state_dict(), "model_config": mc,
             "config": config_dict(cfg), "step": step,
@@ -665,6 +663,7 @@ def run(cfg):
         stats = {"loss": 0.0, "kl": 0.0, "clip_frac": 0.0}
         grad_norm = 0.0
         for epoch in range(cfg.ppo_epochs):
+            loss_sum = 0.0  # this epoch's share of the loss, to stop at the first non-finite one
             for j, c in enumerate(chunks):
                 if dist.enabled:  # sync gradients once, on the last micro-batch
                     model.require_backward_grad_sync = j == len(chunks) - 1
@@ -680,12 +679,14 @@ def run(cfg):
                 # × world because DDP averages gradients over ranks
                 share = (m.size(0) / n_rows_all) if cfg.loss_type == "grpo" else (float(m.sum()) / n_tok_all)
                 (loss * share * dist.world).backward()
+                loss_sum += float(loss.detach()) * share
                 if epoch == cfg.ppo_epochs - 1:  # stats of the last epoch
                     stats["loss"] += float(loss.detach()) * share
                     for k in ("kl", "clip_frac"):
                         stats[k] += st[k] * float(m.sum())
             grad_norm = float(torch.nn.utils.clip_grad_norm_(
                 raw_model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf")))
+            stop_if_diverged(step + 1, loss_sum, grad_norm, cfg.out)  # before the step: no NaN reaches the weights
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
         stats["grad_norm"] = grad_norm

@@ -45,10 +45,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from mathlm.common import autocast, cli, config_dict, die, parse_config
-from mathlm.train.common import (check_compatible, get_lr, init_wandb, load_checkpoint,
-                                 model_from_checkpoint, save_checkpoint, setup, throughput, throughput_line,
-                                 writer_lock)
+from mathlm.common import autocast, check_range, cli, config_dict, die, parse_config
+from mathlm.train.common import (DIVERGED, check_compatible, check_finite_model, get_lr, init_wandb,
+                                 load_checkpoint, model_from_checkpoint, save_checkpoint, setup, stop_if_diverged,
+                                 throughput, throughput_line, validate_optim, writer_lock)
 from mathlm.train.pretrain import maybe_compile, parse_mixture
 
 DEFAULT_MIXTURE = "calculus:1,ml_math:1,gsm8k:1,math:1,numina:0.5,openr1:0.5"
@@ -106,15 +106,17 @@ PRESETS = {
 
 
 def validate(cfg):
-    for k in ("batch_size", "grad_accum", "val_examples", "log_every"):
-        if getattr(cfg, k) <= 0:
-            die(f"--{k} must be positive (got {getattr(cfg, k)})")
-    if cfg.max_steps <= 0 and cfg.epochs <= 0:
-        die("--epochs must be positive (or give --max_steps)")
-    if not 0.0 <= cfg.chat_frac <= 1.0:
-        die(f"--chat_frac must be in [0, 1] (got {cfg.chat_frac})")
-    if cfg.lr <= 0 or cfg.min_lr < 0:
-        die("--lr must be positive and --min_lr non-negative")
+    for k in ("batch_size", "grad_accum", "val_examples"):
+        check_range(cfg, k, lo=1)
+    if cfg.max_steps <= 0:  # documented: --max_steps ≤ 0 trains by --epochs
+        check_range(cfg, "epochs", above=0, why="or give --max_steps")
+    check_range(cfg, "chat_frac", lo=0, hi=1)
+    check_range(cfg, "aux_loss_coef", lo=0)
+    check_range(cfg, "eval_every", lo=-1, why="0 = once per epoch, -1 = only at the start and end")
+    check_range(cfg, "ckpt_every", lo=0, why="0 = only at evals")
+    check_range(cfg, "forget_threshold", lo=0)
+    validate_optim(cfg)
+    parse_mixture(cfg.mixture)
 
 
 # -----------------------------------------------------------------------------
@@ -314,8 +316,8 @@ def run(cfg):
     src = cfg.out if resume else cfg.init_from
     if not os.path.exists(src):
         die(f"{src} not found — run python -m mathlm.train.pretrain first (or pass --init_from)")
-    ckpt = load_checkpoint(src, resume=resume)
-    check_compatible(src, ckpt, None, tok.hash)
+    ckpt = load_checkpoint(src, resume=resume)  # refuses NaN weights: a diverged --init_from is never fine-tuned
+    check_compatible(src, ckpt, None, tok.hash, stage="sft" if resume else None)
     mc = ckpt["model_config"]
     if tok.vocab_size > mc["vocab_size"]:
         die(f"{src} has vocab_size {mc['vocab_size']}, the tokenizer has {tok.vocab_size} tokens — "
@@ -373,6 +375,7 @@ def run(cfg):
     def checkpoint():
         if not dist.master:
             return
+        check_finite_model(raw_model, cfg.out)
         save_checkpoint(cfg.out, {
             "model": raw_model.state_dict(), "optimizer": optimizer.state_dict(), "model_config": mc,
             "config": config_dict(cfg), "step": step,
@@ -391,6 +394,8 @@ def run(cfg):
         warnings = forgetting_warnings(val_start, val, cfg.forget_threshold)
         epoch = step / steps_per_epoch
         mean = sum(val.values()) / len(val)
+        if not math.isfinite(mean):
+            die(f"step {step}: val_loss {mean:g} — " + DIVERGED.format(out=cfg.out))
         history.append({"step": step, "epoch": epoch, "val_loss": mean, "val": val,
                         "forgetting": [d for d in val if val[d] - val_start[d] > cfg.forget_threshold]})
         checkpoint()
@@ -440,6 +445,7 @@ def run(cfg):
             loss_sum += loss.item()
         grad_norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(),
                                                    cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
+        stop_if_diverged(step + 1, loss_sum, grad_norm, cfg.out)  # before the step: no NaN reaches the weights
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         step += 1
