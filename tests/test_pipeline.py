@@ -62,7 +62,8 @@ def test_rerun_skips_finished_stages_and_resumes_pretraining(smoke_run):
 def test_every_stage_output_exists(smoke_run):
     d = smoke_run[0]
     for f in ["math_tokenizer/tokenizer.json", "gsm8k.jsonl", "gsm8k_test.jsonl", "gsm8k.bin", "calculus.bin",
-              "calculus_test.jsonl", "ml_math.bin", "ml_math_test.jsonl", "train.bin", "val.bin", "checkpoint.pt",
+              "calculus_test.jsonl", "ml_math.bin", "ml_math_test.jsonl", "word_problems.bin",
+              "word_problems_test.jsonl", "train.bin", "val.bin", "checkpoint.pt",
               "checkpoint_mathlm.pt", "checkpoint_mathlm_grpo.pt", "eval_base.json", "eval_sft.json",
               "eval_grpo.json", "eval_gsm8k.json", "report.md", "report.json", "report_pretrain_loss.png",
               "report_sft_loss.png", "report_grpo_reward.png"]:
@@ -89,9 +90,9 @@ def test_report_has_every_section_and_matches_stage_outputs(smoke_run):
         for dom, s in ev["domains"].items():
             assert rep["accuracy"][dom][tag] == s
             assert f"{100 * s['accuracy']:.1f}%" in md
-    assert set(rep["accuracy"]) == {"gsm8k", "calculus", "ml_math"}
+    assert set(rep["accuracy"]) == {"gsm8k", "calculus", "ml_math", "word_problems"}
     metas = {r["name"]: r["tokens"] for r in rep["data"]}
-    for name in ("gsm8k", "calculus", "ml_math", "train", "val"):
+    for name in ("gsm8k", "calculus", "ml_math", "word_problems", "train", "val"):
         assert metas[name] == read(d / f"{name}.meta.json")["n_tokens"]
     state = read(d / "pipeline.json")
     assert {k: round(v["seconds"], 1) for k, v in state["stages"].items() if k != "report"} == \

@@ -1,7 +1,7 @@
 """GSM8K-style multi-step word problems from templates, each arithmetic step a calculator call.
 
     python -m mathlm.data.generate_word_problems                         # 20,000 train + 1,000 test, then tokenize
-    python -m mathlm.data.generate_word_problems --preset tiny --text_only   # 3,000 + 500, text only
+    python -m mathlm.data.generate_word_problems --preset tiny --text_only   # 2,000 + 500, text only
     python -m mathlm.data.generate_word_problems --calls off             # plain arithmetic, no calls
 
 Reads:  math_tokenizer/ (unless --text_only)
@@ -56,7 +56,7 @@ class Config:
 
 
 # tiny: 500 held out, so a tools-on vs tools-off comparison has the power to see a 2x gap; seconds to make
-PRESETS = {"tiny": dict(n=3000, n_test=500), "smoke": dict(n=200, n_test=30)}
+PRESETS = {"tiny": dict(n=2000, n_test=500), "smoke": dict(n=200, n_test=30)}
 NAME = "word_problems"
 LEVELS = (2, 3, 4)
 

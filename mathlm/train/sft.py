@@ -51,7 +51,7 @@ from mathlm.train.common import (DIVERGED, check_compatible, check_finite_model,
                                  throughput, throughput_line, validate_optim, writer_lock)
 from mathlm.train.pretrain import maybe_compile, parse_mixture
 
-DEFAULT_MIXTURE = "calculus:1,ml_math:1,gsm8k:1,math:1,numina:0.5,openr1:0.5"
+DEFAULT_MIXTURE = "calculus:1,ml_math:1,word_problems:1,gsm8k:1,math:1,numina:0.5,openr1:0.5"
 
 
 @dataclass
