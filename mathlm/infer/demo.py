@@ -271,10 +271,11 @@ def build_demo(model=None, tok=None, problem=None, title="mathlm", about=()):
         else:
             gr.Markdown("  \n".join(about))
         with gr.Row():
-            temperature = gr.Slider(0.0, 1.5, value=0.0, step=0.05, label="temperature")
-            top_k = gr.Slider(0, 200, value=0, step=1, label="top-k (0 = off)")
-            top_p = gr.Slider(0.05, 1.0, value=1.0, step=0.05, label="top-p (1 = off)")
-            max_tokens = gr.Slider(1, max_new, value=min(256, max_new), step=1, elem_id="max_tokens",
+            # min_width: on a phone the sliders stack, rather than wrap "top-k (0 = off)" a word a line
+            temperature = gr.Slider(0.0, 1.5, value=0.0, step=0.05, label="temperature", min_width=240)
+            top_k = gr.Slider(0, 200, value=0, step=1, label="top-k (0 = off)", min_width=240)
+            top_p = gr.Slider(0.05, 1.0, value=1.0, step=0.05, label="top-p (1 = off)", min_width=240)
+            max_tokens = gr.Slider(1, max_new, value=min(256, max_new), step=1, elem_id="max_tokens", min_width=240,
                                    label=f"max new tokens (≤ {max_new})" if model else "max new tokens")
         sliders = [temperature, top_k, top_p, max_tokens]
         # The model's text is shown literally in both tabs, as plain text: its maths is ASCII
