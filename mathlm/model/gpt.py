@@ -248,6 +248,19 @@ class KVCache:
         self.k, self.v = [rep(t) for t in self.k], [rep(t) for t in self.v]
         self.key_mask, self.next_pos = rep(self.key_mask), rep(self.next_pos)
 
+    def truncate(self, n):
+        """Forget every slot from n on (speculative decoding rejecting drafts). Slots are written by
+        position and read only up to `pos`, so moving the pointers back is the whole rollback: the
+        stale keys past n are overwritten before they are read again. Unpadded caches only, where
+        every row's next position is its slot."""
+        if self.padded:
+            raise ValueError("truncate needs a cache without pads (batch 1 or prompts of equal length)")
+        if not 0 <= n <= self.pos:
+            raise ValueError(f"cannot truncate a cache of {self.pos} slots to {n}")
+        self.key_mask[:, n:self.pos] = False
+        self.next_pos.fill_(n)
+        self.pos = n
+
 
 # -----------------------------------------------------------------------------
 # sampling: pure functions of (B, vocab) logits
@@ -271,16 +284,22 @@ def filter_top_p(logits, p):
     return logits.masked_fill(drop, float("-inf"))
 
 
-def sample_logits(logits, temperature=0.0, top_k=None, top_p=None, generator=None):
-    """(B, vocab) logits → (B,) token ids. temperature 0 = greedy (argmax)."""
-    if temperature == 0.0:
-        return logits.argmax(dim=-1)
+def sampling_probs(logits, temperature, top_k=None, top_p=None):
+    """(..., vocab) logits → the fp32 distribution sample_logits draws from (temperature > 0); speculative
+    decoding (mathlm/infer/speculative.py) applies the same one to target and draft."""
     logits = logits.float() / temperature
     if top_k is not None and top_k > 0:
         logits = filter_top_k(logits, top_k)
     if top_p is not None and top_p < 1.0:
         logits = filter_top_p(logits, top_p)
-    probs = F.softmax(logits, dim=-1)
+    return F.softmax(logits, dim=-1)
+
+
+def sample_logits(logits, temperature=0.0, top_k=None, top_p=None, generator=None):
+    """(B, vocab) logits → (B,) token ids. temperature 0 = greedy (argmax)."""
+    if temperature == 0.0:
+        return logits.argmax(dim=-1)
+    probs = sampling_probs(logits, temperature, top_k, top_p)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 

@@ -1,0 +1,320 @@
+"""Faster batch-1 decoding for mathlm's GPT: exact speculative decoding, and a static-shape decode
+step for torch.compile (CUDA graphs).
+
+    from mathlm.infer.speculative import Decoder, Lookup, DraftModel
+    dec = Decoder("lookup", k=4)                          # or Decoder("draft", draft_model=small_gpt)
+    for tok in dec.generate(model, [ids], 128, temperature=0.7, seed=0, eos_id=eos): ...
+    dec.stats                                             # drafted / accepted / rounds, acceptance rate
+    Decoder(compile=True)                                 # plain decoding, compiled static step
+
+`Decoder.generate` takes GPT.generate's arguments and yields the same (B,) tensors, so callers swap
+one for the other; batch > 1 or num_samples > 1 falls back to GPT.generate.
+
+Speculative decoding (Leviathan et al. 2023, Algorithm 1). A drafter proposes k tokens with
+probabilities q; the target scores [last token, d_1 .. d_k] in ONE forward on its KV cache, which
+gives p at every draft position plus one more. Draft d_i is accepted with probability
+min(1, p(d_i) / q(d_i)); at the first rejection a token is drawn from norm(max(0, p - q)) and the
+round ends; if all k are accepted a bonus token is drawn from p after d_k. Every emitted token is
+then distributed exactly as the target's own sampler would draw it, whatever q is. p and q are the
+same temperature / top-k / top-p distribution sample_logits draws from (gpt.sampling_probs), so the
+output matches plain sampling with those settings. Greedy (temperature 0) is the limit: accept
+while the draft equals the target's argmax, then emit the argmax.
+Drafters:
+  - Lookup: prompt lookup. The longest n-gram (n <= max_ngram) ending the text so far that occurred
+    before, most recent occurrence; its continuation is the draft. q is one-hot (deterministic), so
+    d is accepted with probability p(d) and a rejection draws from p with d removed. Costs no model.
+  - DraftModel: a smaller GPT on the same tokenizer, with its own KV cache kept in step.
+The target's cache holds every token but the newest; a rejection truncates it (KVCache.truncate:
+slots are written by position, so moving the pointer back is the rollback).
+
+Compiled decode: GPT.forward slices its KV cache to the tokens so far, a new shape every step,
+which torch.compile would recompile or guard on. `static_step` runs the same blocks on the whole
+preallocated cache with a mask of the filled slots and a position tensor: one shape for every step,
+so `torch.compile(mode="reduce-overhead")` can capture it in a CUDA graph.
+"""
+from dataclasses import dataclass
+
+import torch
+
+from mathlm.model.gpt import KVCache, sampling_probs
+
+
+# -----------------------------------------------------------------------------
+# drafters: draft(seq, k, ...) -> (tokens, q) with q (len, vocab) fp32 probabilities or None (one-hot)
+
+class Lookup:
+    """Prompt-lookup drafts: the continuation of the longest n-gram (max_ngram down to 1) that ends
+    the sequence and occurred before: its most recent occurrence with k tokens after it, else its
+    earliest (the longest continuation; in "a a a a" the latest match has one token after it).
+    Indexed incrementally: the sequence only grows within one generation."""
+
+    def __init__(self, max_ngram=3):
+        self.max_ngram = max_ngram
+        self.reset()
+
+    def reset(self, seq=None):
+        self.starts = [dict() for _ in range(self.max_ngram + 1)]  # n -> {n-gram: its starts with a next token, in order}
+        self.indexed = 0  # tokens of the sequence whose preceding n-grams are indexed
+        self.seq = seq  # the list being extended (speculative_generate appends to one list)
+
+    def draft(self, seq, k, *sampler):
+        if seq is not self.seq or self.indexed > len(seq):
+            self.reset(seq)
+        for m in range(max(self.indexed, 1), len(seq)):  # seq[m] now continues the n-grams ending at m - 1
+            for n in range(1, min(self.max_ngram, m) + 1):
+                self.starts[n].setdefault(tuple(seq[m - n:m]), []).append(m - n)
+        self.indexed = len(seq)
+        for n in range(min(self.max_ngram, len(seq) - 1), 0, -1):
+            starts = self.starts[n].get(tuple(seq[-n:]))
+            if starts:
+                full = next((i for i in reversed(starts) if i + n + k <= len(seq)), starts[0])
+                return seq[full + n:full + n + k], None
+        return [], None
+
+
+class DraftModel:
+    """Drafts from a smaller GPT (same tokenizer), sampling with the target's settings. Its KV cache
+    keeps the longest prefix it shares with the sequence, so each round feeds only what is new."""
+
+    def __init__(self, model):
+        self.model = model
+        self.cache, self.tokens = None, []
+
+    @torch.no_grad()
+    def draft(self, seq, k, temperature, top_k, top_p, generator):
+        m, block = self.model, self.model.config.block_size
+        k = min(k, block - len(seq))  # the draft's context ends before the target's may
+        if k <= 0:
+            return [], None
+        if self.cache is None or self.cache.max_len < len(seq) + k - 1:
+            self.cache = KVCache(m.config, 1, block, device=m.lm_head.weight.device, dtype=m.lm_head.weight.dtype)
+            self.tokens = []
+        same = 0
+        for a, b in zip(self.tokens, seq):
+            if a != b:
+                break
+            same += 1
+        same = min(same, len(seq) - 1)  # at least the newest token is fed: its logits are the first draft's
+        self.cache.truncate(same)
+        device = m.lm_head.weight.device
+        logits = m(torch.tensor([seq[same:]], device=device), cache=self.cache, last_only=True)[0][0, -1]
+        self.tokens = list(seq)
+        out, qs = [], []
+        for i in range(k):
+            if temperature == 0.0:
+                t = int(logits.argmax())
+            else:
+                q = sampling_probs(logits, temperature, top_k, top_p)
+                t = int(torch.multinomial(q, 1, generator=generator))
+                qs.append(q)
+            out.append(t)
+            if i < k - 1:
+                logits = m(torch.tensor([[t]], device=device), cache=self.cache, last_only=True)[0][0, -1]
+                self.tokens.append(t)
+        return out, (torch.stack(qs) if qs else None)
+
+
+@dataclass
+class SpecStats:
+    """Counts over every speculative round since the last reset."""
+    rounds: int = 0     # target forwards after the prefill (one per round)
+    drafted: int = 0    # draft tokens proposed
+    accepted: int = 0   # draft tokens accepted
+    emitted: int = 0    # tokens yielded (accepted + one per round, less any cut by eos / the budget)
+
+    @property
+    def acceptance(self):
+        """Share of the drafted tokens the target accepted."""
+        return self.accepted / max(self.drafted, 1)
+
+    @property
+    def mean_accepted(self):
+        """Draft tokens accepted per target forward (each forward also yields one token of its own)."""
+        return self.accepted / max(self.rounds, 1)
+
+
+# -----------------------------------------------------------------------------
+# speculative decoding, batch 1
+
+def _verify(p_logits, drafts, q, temperature, top_k, top_p, generator):
+    """(number of drafts accepted, the token that ends the round). p_logits (len(drafts) + 1, vocab):
+    the target's logits after the newest token and after each draft."""
+    if temperature == 0.0:
+        best = p_logits.argmax(-1).tolist()
+        j = 0
+        while j < len(drafts) and drafts[j] == best[j]:
+            j += 1
+        return j, best[j]
+    p = sampling_probs(p_logits, temperature, top_k, top_p)  # (len + 1, vocab)
+    for j, d in enumerate(drafts):
+        qd = 1.0 if q is None else float(q[j, d])  # > 0: d was drawn from q
+        u = float(torch.rand((), generator=generator, device=p.device))
+        if u * qd < float(p[j, d]):  # u < p(d) / q(d): accept
+            continue
+        if q is None:  # q one-hot at d: max(0, p - q) is p with d removed
+            resid = p[j].clone()
+            resid[d] = 0.0
+        else:
+            resid = (p[j] - q[j]).clamp_min(0.0)
+        if float(resid.sum()) <= 0.0:  # p == q up to rounding: then any draw from p is exact
+            resid = p[j]
+        return j, int(torch.multinomial(resid, 1, generator=generator))
+    return len(drafts), int(torch.multinomial(p[-1], 1, generator=generator))
+
+
+def _budget(model, T, max_new_tokens, seed):
+    """As GPT.generate: (new tokens after a T-token prompt, stopping at block_size; the seeded generator or None)."""
+    device = model.lm_head.weight.device
+    generator = torch.Generator(device=device).manual_seed(seed) if seed is not None else None
+    return min(max_new_tokens, model.config.block_size - T), generator
+
+
+@torch.no_grad()
+def speculative_generate(model, ids, max_new_tokens, temperature=0.0, top_k=None, top_p=None, seed=None,
+                         eos_id=None, drafter=None, k=4, stats=None):
+    """GPT.generate for one prompt (a list of ids) with drafts verified k at a time; yields (1,)
+    tensors, one per token, stopping where GPT.generate stops (eos, max_new_tokens, block_size)."""
+    cfg = model.config
+    device = model.lm_head.weight.device
+    if not ids:
+        raise ValueError("generate needs a non-empty prompt — start it with <|bos|>")
+    if len(ids) > cfg.block_size:
+        raise ValueError(f"prompt of {len(ids)} tokens exceeds block_size={cfg.block_size} — truncate it")
+    n_new, generator = _budget(model, len(ids), max_new_tokens, seed)
+    if n_new <= 0:
+        return
+    drafter = drafter if drafter is not None else Lookup()
+    stats = stats if stats is not None else SpecStats()
+    seq = list(ids)
+    # the cache holds seq[:-1]; the newest token goes in with the next round's drafts
+    cache = KVCache(cfg, 1, len(ids) + n_new - 1, device=device, dtype=model.lm_head.weight.dtype)
+    if len(seq) > 1:
+        model(torch.tensor([seq[:-1]], device=device), cache=cache, last_only=True)
+    done = 0
+    while done < n_new:
+        # a round yields at most len(drafts) + 1 tokens: never more than the budget left
+        drafts, q = drafter.draft(seq, min(k, n_new - done - 1), temperature, top_k, top_p, generator)
+        drafts = drafts[:max(0, n_new - done - 1)]
+        n = cache.pos
+        logits = model(torch.tensor([seq[-1:] + drafts], device=device), cache=cache)[0][0]  # (1 + len, vocab)
+        j, nxt = _verify(logits, drafts, q, temperature, top_k, top_p, generator)
+        cache.truncate(n + 1 + j)  # keep the newest token and the accepted drafts
+        stats.rounds += 1
+        stats.drafted += len(drafts)
+        stats.accepted += j
+        for t in drafts[:j] + [nxt]:
+            seq.append(t)
+            done += 1
+            stats.emitted += 1
+            yield torch.tensor([t], device=device)
+            if t == eos_id:
+                return
+
+
+# -----------------------------------------------------------------------------
+# a static-shape decode step for torch.compile
+
+class StaticCache:
+    """KVCache's update() for the static step: writes this step's keys at `slot` (a (1,) tensor) in
+    place and returns the whole preallocated buffers; the mask hides the slots not yet written."""
+
+    def __init__(self, cache):
+        self.k, self.v = cache.k, cache.v
+        self.slot = None
+
+    def update(self, layer, k, v):
+        self.k[layer].index_copy_(2, self.slot, k)
+        self.v[layer].index_copy_(2, self.slot, v)
+        return self.k[layer], self.v[layer]
+
+
+def static_step(model, tok, slot, cache):
+    """Logits (B, vocab) in fp32 after token(s) tok (B, 1) at position `slot` ((1,) long tensor),
+    writing its keys into `cache` (a StaticCache) in place. Every shape is fixed by the cache size, so
+    a compiled version runs every step without recompiling. Dense GPTs without pads only."""
+    cache.slot = slot
+    L = cache.k[0].size(2)
+    mask = (torch.arange(L, device=tok.device) <= slot).view(1, 1, 1, L)  # the filled slots, this one included
+    cos, sin = model.cos.index_select(0, slot), model.sin.index_select(0, slot)  # (1, hd)
+    x = model.transformer.wte(tok)
+    for i, block in enumerate(model.transformer.h):
+        x, _ = block(x, cos, sin, mask, cache, i)
+    return model.lm_head(model.transformer.ln_f(x))[:, -1].float()
+
+
+@torch.no_grad()
+def static_generate(model, prompts, max_new_tokens, temperature=0.0, top_k=None, top_p=None, seed=None,
+                    eos_id=None, step=static_step):
+    """GPT.generate (prompts of equal length, num_samples 1) with every decode step through `step`:
+    static_step or its compiled form. The cache is block_size long, so one compiled graph serves
+    every prompt length."""
+    from mathlm.model.gpt import sample_logits
+    device = model.lm_head.weight.device
+    idx = prompts.to(device) if isinstance(prompts, torch.Tensor) else torch.tensor(prompts, device=device)
+    B, T = idx.size()
+    n_new, generator = _budget(model, T, max_new_tokens, seed)
+    if n_new <= 0:
+        return
+    cache = KVCache(model.config, B, model.config.block_size, device=device, dtype=model.lm_head.weight.dtype)
+    logits = model(idx, cache=cache, last_only=True)[0][:, -1].float()
+    static = StaticCache(cache)
+    done = torch.zeros(B, dtype=torch.bool, device=device)
+    for i in range(n_new):
+        tok = sample_logits(logits, temperature, top_k, top_p, generator)
+        if eos_id is not None:
+            tok = tok.masked_fill(done, eos_id)
+            done = done | (tok == eos_id)
+        yield tok
+        if i == n_new - 1 or (eos_id is not None and bool(done.all())):
+            return
+        # a fresh tensor per step: CUDA graphs copy inputs into their static buffers
+        logits = step(model, tok[:, None], torch.tensor([T + i], device=device), static)
+
+
+def compiled_step(mode=None, backend="inductor"):
+    """static_step under torch.compile; mode None = "reduce-overhead" (CUDA graphs) on CUDA."""
+    mode = mode or ("reduce-overhead" if torch.cuda.is_available() else None)
+    return torch.compile(static_step, mode=mode, backend=backend, fullgraph=True)
+
+
+# -----------------------------------------------------------------------------
+# the choice callers make once
+
+SPECULATE = ("off", "lookup", "draft")
+
+
+class Decoder:
+    """How batch-1 decoding runs: speculate off|lookup|draft (k drafts a round; draft_model for
+    "draft"), or, with speculation off, the compiled static step (compile=True). `generate` takes
+    GPT.generate's arguments; batch > 1, num_samples > 1 and calculator tools go to GPT.generate unchanged."""
+
+    def __init__(self, speculate="off", k=4, draft_model=None, compile=False, max_ngram=3):
+        if speculate not in SPECULATE:
+            raise ValueError(f"speculate={speculate!r}: use one of {'|'.join(SPECULATE)}")
+        if speculate == "draft" and draft_model is None:
+            raise ValueError("speculate=draft needs a draft model — pass --draft_checkpoint")
+        if k < 1:
+            raise ValueError(f"k={k}: speculative decoding drafts at least 1 token a round")
+        self.speculate, self.k, self.draft_model = speculate, k, draft_model
+        self.max_ngram = max_ngram
+        self.step = compiled_step() if compile else None
+        self.stats = SpecStats()
+
+    def __repr__(self):
+        return (f"Decoder(speculate={self.speculate}, k={self.k}" + (", compiled" if self.step else "") + ")")
+
+    def generate(self, model, prompts, max_new_tokens, num_samples=1, tools=None, with_forced=False, **kw):
+        if tools is not None or with_forced:  # calculator-forced tokens: GPT.generate's own loop
+            return model.generate(prompts, max_new_tokens, num_samples=num_samples, tools=tools,
+                                  with_forced=with_forced, **kw)
+        one = (len(prompts) == 1 if not isinstance(prompts, torch.Tensor) else prompts.size(0) == 1)
+        if one and num_samples == 1 and self.speculate != "off":
+            if self.draft_model is not None and self.draft_model.config.vocab_size != model.config.vocab_size:
+                raise ValueError("the draft model's vocabulary differs from the model's — draft with a model "
+                                 "trained on the same tokenizer")
+            drafter = Lookup(self.max_ngram) if self.speculate == "lookup" else DraftModel(self.draft_model)
+            ids = prompts[0].tolist() if isinstance(prompts, torch.Tensor) else list(prompts[0])
+            return speculative_generate(model, ids, max_new_tokens, drafter=drafter, k=self.k, stats=self.stats, **kw)
+        if one and num_samples == 1 and self.step is not None and model.config.n_expert == 0:
+            return static_generate(model, prompts, max_new_tokens, step=self.step, **kw)
+        return model.generate(prompts, max_new_tokens, num_samples=num_samples, **kw)
