@@ -3,10 +3,13 @@
     python -m mathlm.infer.inference --prompt "Q: derivative of x^5? A:"
     python -m mathlm.infer.inference --prompt "What is 15% of 80?" --temperature 0.8 --top_p 0.95 --seed 0
     python -m mathlm.infer.inference --checkpoint out/mathlm-40m --chat      # multi-turn; /reset, /exit
+    python -m mathlm.infer.inference --prompt "48 clips, half as many in May?" --tools off   # no calculator
 Reads: a checkpoint .pt (+ its tokenizer folder, --tokenizer) or a folder written by
 scripts/upload_hf.py. Without --checkpoint it takes the newest of checkpoint_mathlm_grpo.pt,
 checkpoint_mathlm.pt, checkpoint.pt in the working directory and says which. Writes nothing.
-The model's text goes to stdout, everything else to stderr.
+The model's text goes to stdout, everything else to stderr. With the calculator (--tools, on by
+default for a model trained with it) a call is shown as `[calc 48/2 = 24]`: what the model asked, and
+what mathlm/calculator.py answered (forced into the text, not sampled).
 
 Library (the demo and the evals use these):
     model, tok = load_model("checkpoint_mathlm.pt")           # or an exported folder; device auto
@@ -24,6 +27,7 @@ from dataclasses import dataclass
 from mathlm.common import (SEED_MAX, check_device, check_range, cli, die, eprint, parse_config, pick_device,
                            pick_dtype)
 from mathlm.format import STOP_STRINGS, encode_chat, qa_prompt
+from mathlm.infer.tools import render_calls, tools_for, unrender_calls
 
 DEFAULT_CHECKPOINTS = ("checkpoint_mathlm_grpo.pt", "checkpoint_mathlm.pt", "checkpoint.pt")
 HOW_TO_GET_ONE = ("make one with `python -m mathlm.pipeline --preset tiny` (tokenizer, data, pretrain, sft, grpo; "
@@ -44,6 +48,7 @@ class Config:
     top_p: float = 1.0              # 1 = off
     seed: int = -1                  # -1 = fresh randomness every answer
     device: str = "auto"            # auto|cuda|mps|cpu
+    tools: str = "auto"             # auto|on|off: the calculator computes calls (auto: on if the tokenizer has its tokens)
     dtype: str = "auto"             # auto (bf16 on CUDA, else fp32)|bf16|fp32
 
 
@@ -145,7 +150,7 @@ def chat_ids(tok, history, message, block_size, reserve=64):
     dropped so that `reserve` tokens of answer still fit in the context."""
     if not message.strip():
         raise ValueError("the message is empty — type a question")
-    history = [(q, a) for q, a in history]
+    history = [(q, unrender_calls(a)) for q, a in history]  # answers as shown ([calc ..]) → as the model wrote them
     for dropped in range(len(history) + 1):
         ids, _ = encode_chat(tok, history[dropped:] + [(message, None)])
         if len(ids) + reserve <= block_size:
@@ -166,21 +171,25 @@ def _held_back(text):
     return 0
 
 
-def stream_ids(model, tok, ids, max_new_tokens=256, temperature=0.0, top_k=0, top_p=1.0, seed=None):
+def stream_ids(model, tok, ids, max_new_tokens=256, temperature=0.0, top_k=0, top_p=1.0, seed=None, tools="auto"):
     """Yield the completion of prompt `ids` as text pieces, as the tokens are sampled.
 
     The whole completion is decoded every step and only the new suffix is yielded: a token can be
     part of a UTF-8 character (byte-level BPE), shown as one trailing U+FFFD until its other bytes
     arrive, so that is held back; so is a trailing "\\n" / "\\nQ" that may become the next "Q:" turn.
     Stops at any special token (<|eos|> ends a turn) or at the next "Q:" (format.STOP_STRINGS).
+    tools: auto|on|off (tools.tools_for: auto = on for a tokenizer with the tool tokens) or what
+    GPT.generate takes (the tokenizer, or None); calls are shown as `[calc 48/2 = 24]`
+    (tools.render_calls), each once it is finished.
     Returns (the generator's return value, for the demo's note) why it ended: "stop" (the model
     ended it), "length" (max_new_tokens) or "context" (prompt + answer filled block_size)."""
     check_prompt(model, ids)
+    tools = tools_for(tools, tok) if isinstance(tools, str) else tools
     finish = "length" if max_new_tokens <= model.config.block_size - len(ids) else "context"
     seed = None if seed is None or seed < 0 else seed
     new, text, sent = [], "", 0
     for t in model.generate([ids], max_new_tokens, temperature=temperature, top_k=top_k or None,
-                            top_p=top_p if top_p < 1.0 else None, seed=seed, eos_id=tok.eos_id):
+                            top_p=top_p if top_p < 1.0 else None, seed=seed, eos_id=tok.eos_id, tools=tools):
         t = int(t[0])
         if t in tok.special_ids:
             finish = "stop"
@@ -194,11 +203,13 @@ def stream_ids(model, tok, ids, max_new_tokens=256, temperature=0.0, top_k=0, to
             break
         # an incomplete UTF-8 sequence at the end decodes to exactly one U+FFFD (earlier ones are
         # invalid bytes for good), so only a single trailing U+FFFD can still turn into a character
-        end = len(text) - text.endswith("\ufffd")
-        end -= _held_back(text[:end])
+        shown = render_calls(text, final=False)  # calls as [calc 48/2 = 24]; an unfinished one waits
+        end = len(shown) - shown.endswith("\ufffd")
+        end -= _held_back(shown[:end])
         if end > sent:
-            yield text[sent:end]
+            yield shown[sent:end]
             sent = end
+    text = render_calls(text)
     if text.endswith("\ufffd") and len(text) - 1 >= sent:
         text = text[:-1]  # a character cut off by max_new_tokens is noise, not text
     if len(text) > sent:
@@ -254,7 +265,8 @@ def main(argv=None):
     if not cfg.chat and not cfg.prompt.strip():
         die("nothing to answer: the prompt is empty — pass --prompt \"Q: d/dx x^5? A:\" or --chat")
     model, tok = load_model(cfg.checkpoint or None, cfg.tokenizer, cfg.device, cfg.dtype)
-    gen = dict(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_k=cfg.top_k,
+    gen = dict(tools=tools_for(cfg.tools, tok),
+               max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_k=cfg.top_k,
                top_p=cfg.top_p, seed=cfg.seed)
     if not cfg.chat:
         prompt = cfg.prompt if cfg.raw else as_prompt(cfg.prompt)

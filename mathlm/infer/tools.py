@@ -52,6 +52,18 @@ def unrender_calls(text):
     return _SHOWN.sub(lambda m: (CALC_START + m[1] if m[1] is not None else "") + CALC_RESULT + m[2] + CALC_END, text)
 
 
+def tools_for(mode, tok):
+    """--tools auto|on|off → what GPT.generate's tools= takes: the tokenizer (calculator on) or None.
+    auto: on when the tokenizer has the tool tokens (a checkpoint trained with tools), off otherwise."""
+    from mathlm.common import die
+    if mode not in ("auto", "on", "off"):
+        die(f"--tools {mode!r}: choose auto, on or off")
+    if mode == "on" and tok.calc_ids is None:
+        die("--tools on: the tokenizer has no calculator tokens (<|calc|> <|result|> <|/result|>) — the model was "
+            "trained without the tool; use --tools off")
+    return tok if mode != "off" and tok.calc_ids is not None else None
+
+
 class _HFTools:
     """A transformers tokenizer seen as CallTracker wants it: calc_ids, encode, decode."""
 
@@ -114,4 +126,4 @@ def generate_with_tools(model, tokenizer, prompt, max_new_tokens=256, temperatur
     return tokenizer.decode(new, skip_special_tokens=False, clean_up_tokenization_spaces=False)
 
 
-__all__ = ["generate_with_tools", "generate_ids_with_tools", "render_calls", "unrender_calls"]
+__all__ = ["generate_with_tools", "generate_ids_with_tools", "render_calls", "unrender_calls", "tools_for"]

@@ -18,9 +18,10 @@ example, questions included, the seconds those of the optimizer steps).
 What is learned: only answer tokens. Labels are -100 on the question, on the role tokens
 (<|user|>, <|assistant|>) and on the right padding; the answer's closing <|eos|> is learned, so
 the model stops. Calculator calls: the model learns to write <|calc|> expr <|result|>, never the
-result text and <|/result|> after it, which the decoder forces (calculator.forced_mask, read off the
-token ids, so the data files need no extra field). The loss of an optimizer step is the mean over all answer tokens of the step:
-every micro-batch contributes sum(token losses) / (answer tokens in the whole step). That count
+result text and <|/result|> after it, which the decoder forces (calculator.forced_mask, read off
+the token ids, so the data files need no extra field).
+The loss of an optimizer step is the mean over all answer tokens of the step: every micro-batch
+contributes sum(token losses) / (answer tokens in the whole step). That count
 is known before any backward (all micro-batches are built first, on every rank, from the shared
 sampler), so no all-reduce is needed, and a micro-batch with no answer token contributes exactly
 0 — no NaN, no spike, no skipped step. Long answers thus weigh more than short ones, as in
