@@ -157,6 +157,27 @@ def eval_table(eval_dir, path=None):
     return "\n".join(lines) + f"\n\nGreedy decoding unless stated; from {src}.\n"
 
 
+def calculator_section(tok, name):
+    """How to decode with the calculator, for a model whose tokenizer has the tool tokens (else nothing)."""
+    if tok.calc_ids is None:
+        return ""
+    return f"""## Calculator
+
+The model was trained to hand arithmetic to a calculator: it writes `<|calc|>48/2<|result|>` and the
+decoder computes the expression and writes `24<|/result|>` for it (mathlm's own calculator: exact
+fractions, results printed as GSM8K writes them). transformers' `model.generate` does not know the tool,
+so there the model has to guess each result itself; mathlm's loop on the same model runs it:
+
+```python
+from mathlm.infer.tools import generate_with_tools, render_calls   # run from a clone of mathlm
+text = generate_with_tools(model, tok, "Q: Natalia sold 48 clips in April and half as many in May. "
+                                       "How many did she sell?\\nA:", max_new_tokens=256)
+print(render_calls(text))   # ... 48/2 = [calc 48/2 = 24]24 clips ...  (format.strip_calls removes the calls)
+```
+
+"""
+
+
 def model_card(ckpt, repo_id, eval_dir, tok, path=None):
     mc = ckpt["model_config"]
     total, active = count_params(mc)
@@ -232,7 +253,7 @@ python -m mathlm.infer.inference --checkpoint LOCAL_FOLDER --chat   # mathlm's o
 {f"MATHLM_REPO_ID={name} python -m mathlm.infer.app" if repo_id else f"python -m mathlm.infer.app --model_dir {name}"}   # the Gradio demo
 ```
 
-Limitations: a {human(total)}-parameter model; it makes arithmetic and reasoning mistakes and
+{calculator_section(tok, name)}Limitations: a {human(total)}-parameter model; it makes arithmetic and reasoning mistakes and
 should not be trusted for anything that matters.
 """
 

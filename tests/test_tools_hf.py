@@ -91,3 +91,15 @@ def test_render_calls_streams_as_a_growing_prefix():
         prefix = "".join(toks[:i])
         assert whole.startswith(render_calls(prefix, final=False))
         assert not any(s in render_calls(prefix) for s in TOOL_TOKENS)
+
+
+def test_model_card_says_how_to_use_the_calculator(exported, tmp_path):
+    from scripts.upload_hf import model_card
+    out, model, tok = exported
+    ckpt = {"model_config": {"vocab_size": tok.vocab_size, "block_size": 128, "n_layer": 2, "n_embd": 64, "n_head": 4,
+                             "n_kv_head": 2, "ffn_hidden": 128}, "stage": "sft"}
+    card = model_card(ckpt, "", str(tmp_path), tok)
+    assert "## Calculator" in card and "generate_with_tools(model, tok," in card
+    class Old:  # a tokenizer trained without the tool tokens
+        calc_ids, hash = None, "0" * 16
+    assert "## Calculator" not in model_card(ckpt, "", str(tmp_path), Old())
