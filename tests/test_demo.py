@@ -212,6 +212,31 @@ def test_check_text_refuses_lone_surrogates(text, ok):
         assert "\ufffd" in sendable(text) and sendable(text).encode("utf-8")  # JSON-safe now
 
 
+def test_a_lone_surrogate_anywhere_gets_the_one_line_message(served):
+    """gradio_client cannot send a lone surrogate (it encodes UTF-8), but a JSON body can ("\\ud800"), and
+    a browser can. In the question, the message or the history sent back, it gets the page's message,
+    never Gradio's bare {"error": null}, and the history comes back with U+FFFD in its place."""
+    import urllib.request
+    client, _, _, _ = served
+    base = client.src.rstrip("/") + "/gradio_api/call/"
+
+    def call(api, *data):
+        req = urllib.request.Request(base + api, json.dumps({"data": list(data) + list(GEN)}).encode(),
+                                     {"Content-Type": "application/json"})
+        event = json.load(urllib.request.urlopen(req))["event_id"]
+        lines = urllib.request.urlopen(base + api + "/" + event).read().decode().splitlines()
+        assert "event: complete" in lines, lines
+        return json.loads(lines[lines.index("event: complete") + 1].removeprefix("data: "))
+
+    assert call("answer", "a\ud800b")[0].startswith("error: the question holds a broken character (U+D800")
+    h, box, _ = call("chat", "h\udc00i", [])
+    assert box == "h\ufffdi" and "message holds a broken character (U+DC00" in last_reply(h)
+    said = [{"role": r, "content": [{"type": "text", "text": t}]} for r, t in (("user", "x\ud800"), ("assistant", "y"))]
+    h, box, _ = call("chat", "hi", said)
+    assert last_reply(h).startswith("error: the conversation so far holds a broken character") and box == "hi"
+    assert html.unescape(h[0]["content"][0]["text"]) == "x\ufffd"
+
+
 def test_stream_text_says_why_the_answer_ended(served):
     """stream_ids' return value, which the page turns into its note: "length" when max_new_tokens
     ran out, "context" when prompt + answer filled block_size. make_tiny's model never emits a

@@ -170,6 +170,18 @@ def sendable(text):
     return re.sub("[\ud800-\udfff]", "\ufffd", text) if isinstance(text, str) else ""
 
 
+def clean(value):
+    """A chat history (lists and dicts of text) with sendable() text. The page's own history never
+    holds a lone surrogate (shown() replaced it), but one sent through the API can."""
+    if isinstance(value, str):
+        return sendable(value)
+    if isinstance(value, dict):
+        return {k: clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [clean(v) for v in value]
+    return value
+
+
 def shown(text):
     """Text as the Chatbot must get it to show it literally. Even with render_markdown=False it
     parses every message as HTML: "x<y and y>z" would lose "<y and y>" as a tag and `<b>` would
@@ -230,7 +242,8 @@ def build_demo(model=None, tok=None, problem=None, title="mathlm", about=()):
 
     def chat(message, history, temperature, top_k, top_p, max_tokens):
         """Yields (chat history, message box, note for after)."""
-        history = list(history or [])
+        raw = list(history or [])
+        history = clean(raw)  # what goes back must encode as JSON, or Gradio answers {"error": null}
         message = message or ""
         asked = [{"role": "user", "content": shown(message)}] if message.strip() else []
         if model is None:
@@ -239,6 +252,9 @@ def build_demo(model=None, tok=None, problem=None, title="mathlm", about=()):
             return
         try:
             check_text(message, "message")
+            if history != raw:
+                raise ValueError("the conversation so far holds a broken character (half of a pair) — "
+                                 "clear the chat and ask again")
             if not message.strip():
                 raise ValueError("the message is empty — type a question")
             turn = history + asked
