@@ -94,3 +94,12 @@ def test_chat_history_goes_back_as_calls(tok):
     ids, _ = chat_ids(tok, [(QUESTION, "48/2 = [calc 48/2 = 24]24")], "and 3*4?", block_size=128)
     assert all(ids.count(i) == 1 for i in tok.calc_ids)
     assert tok.decode(ids).count("<|calc|>48/2<|result|>24<|/result|>24") == 1
+
+
+def test_demo_page_says_the_calculator_is_on(model, tok, tmp_path):
+    from mathlm.infer.demo import describe
+    ckpt = tmp_path / "checkpoint_mathlm.pt"
+    torch.save({"stage": "sft"}, ckpt)
+    assert any("**Calculator:** on" in line and "[calc 48/2 = 24]" in line for line in describe(str(ckpt), model, tok))
+    old = MathTokenizer.train([TEXT] * 40, vocab_size=300, show_progress=False, tools=False)
+    assert not any("Calculator" in line for line in describe(str(ckpt), model, old) + describe(str(ckpt), model))

@@ -105,7 +105,7 @@ def measured_accuracy(path):
     return lines
 
 
-def describe(path, model):
+def describe(path, model, tok=None):
     """The page's Markdown lines about the served model. File names go in `code` spans: the
     page's own text is Markdown, and `_` in checkpoint_mathlm_grpo.pt would otherwise italicise."""
     n = model.num_params()
@@ -116,6 +116,9 @@ def describe(path, model):
     acc = measured_accuracy(path) if not os.path.isdir(path) else []
     lines.append("**Measured accuracy** (greedy): " + ("; ".join(acc) if acc else
                  "not measured: no eval_*.json for this checkpoint beside it (`python -m mathlm.eval.math`)"))
+    if tok is not None and tok.calc_ids is not None:  # inference.stream_ids runs it (tools auto) and shows calls
+        lines.append("**Calculator:** on — the model asks, mathlm's calculator answers; a call is shown as "
+                     "`[calc 48/2 = 24]`")
     if n < SMALL:
         lines.append(f"A model of {n / 1e6:.2f}M parameters gets most answers wrong: it has learned the format "
                      "of an answer more than the maths. That is the model, not the demo.")
@@ -357,7 +360,7 @@ def make_demo(checkpoint="", tokenizer="math_tokenizer", device="auto", title="m
         if not checkpoint and path:
             print(f"using {path} (the newest default checkpoint here)")
         model, tok = load_model(path, tokenizer, device)
-        return build_demo(model, tok, None, title, describe(path, model))
+        return build_demo(model, tok, None, title, describe(path, model, tok))
     except MathlmError as e:  # load_model's one-line errors: missing, corrupt, wrong architecture
         problem = str(e)
         if "not found" in problem and HOW_TO_GET_ONE not in problem:
