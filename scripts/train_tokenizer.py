@@ -102,7 +102,8 @@ def main(argv=None):
     files = resolve_inputs(cfg)
     mb = sum(os.path.getsize(f) for f in files) / 1e6
     if mb == 0:
-        die(f"the input is empty: {', '.join(files)} hold no text — pass --input FILES with text in them")
+        die(f"no text to train on: {', '.join(files)} {'is' if len(files) == 1 else 'are'} empty — pass --input "
+            "FILES with text in them")
     print(f"training a {cfg.vocab_size:,}-token BPE on {len(files)} file(s), {mb:,.1f} MB")
     t0 = time.time()
     tok = MathTokenizer.train(iter_texts(files, cfg.max_mb), vocab_size=cfg.vocab_size,

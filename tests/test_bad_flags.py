@@ -177,6 +177,18 @@ def test_bad_flag_from_the_shell(run_dir, cmd, names):
     assert snapshot(run_dir) == before
 
 
+def test_block_size_longer_than_the_data_is_one_line(run_dir):
+    """Below the stated cap (8192) the data caps --block_size: a window must fit in each split."""
+    from mathlm.common import MathlmError
+    from mathlm.data.mixture import Mixture
+    from mathlm.tokenizer import MathTokenizer
+    tok = MathTokenizer.load(str(run_dir / "math_tokenizer"))
+    n = len(open(run_dir / "gsm8k.bin", "rb").read()) // 2  # uint16 ids
+    with contextlib.redirect_stdout(io.StringIO()), \
+            pytest.raises(MathlmError, match=f"block_size {n}: every source is too small .* lower --block_size"):
+        Mixture({"gsm8k.bin": 1}, tok.hash, block_size=n, data_dir=str(run_dir))
+
+
 # -----------------------------------------------------------------------------
 # divergence: a non-finite loss stops the run before anything is written (D5)
 

@@ -121,7 +121,7 @@ def validate(cfg):
     for k in ("n_layer", "n_embd", "n_head", "n_kv_head", "ffn_hidden", "expert_top_k", "batch_size",
               "grad_accum", "max_steps", "eval_iters"):
         check_range(cfg, k, lo=1)
-    check_range(cfg, "block_size", lo=1, hi=MAX_BLOCK_SIZE)
+    check_range(cfg, "block_size", lo=1, hi=MAX_BLOCK_SIZE, why="attention costs block_size² a sequence")
     check_range(cfg, "n_expert", lo=0, why="0 = a dense MLP")
     check_range(cfg, "aux_loss_coef", lo=0)
     check_range(cfg, "rope_theta", above=1, why="the RoPE base, e.g. 10000")
