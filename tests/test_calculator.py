@@ -131,3 +131,15 @@ def test_gsm8k_full_agreement():
         exact, equal = agreement(pairs)
         assert equal == len(pairs), split
         assert exact / len(pairs) > 0.96, (split, exact, len(pairs))
+
+
+def test_time_limit_is_checked(monkeypatch):
+    """Out of CPU time, a long expression is an error; the limit is thread CPU time, so a process paused
+    on a busy machine (wall time passing, no CPU) is never cut off."""
+    import mathlm.calculator as calc
+    assert calculate("1+2") == "3"
+    monkeypatch.setattr(calc, "TIME_LIMIT", -1.0)
+    assert calculate("1+2") == CALC_ERROR
+    monkeypatch.setattr(calc, "TIME_LIMIT", 0.5)
+    monkeypatch.setattr(calc.time, "perf_counter", lambda: 1e12)  # wall clock jumps: no effect
+    assert calculate("1+2") == "3"
