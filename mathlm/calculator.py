@@ -241,13 +241,20 @@ class CallTracker:
         self.calc, self.result, self.end = tok.calc_ids
         self.open = [None] * len(prompts)      # ids since the row's last <|calc|>, None = no open call
         self.pending = [[] for _ in prompts]   # tokens still to force, in order
+        seen = {}  # a prompt's state, computed once for its num_samples rows (few-shot prompts hold calls)
         for r, p in enumerate(prompts):
+            key = tuple(p)
+            if key in seen:
+                o, q = seen[key]
+                self.open[r], self.pending[r] = (list(o) if o is not None else None), list(q)
+                continue
             for t in p:
                 if self.pending[r] and self.pending[r][0] == t:  # the prompt already holds this forced token
                     self.pending[r].pop(0)
                 else:
                     self.pending[r] = []
                     self.advance(r, t)
+            seen[key] = (self.open[r], self.pending[r])
 
     def advance(self, r, t):
         """Row r's state after token t, which the model (not the calculator) chose."""

@@ -164,6 +164,10 @@ def test_num_samples_rows_each_get_their_calls(model):
     for r in (0, 1):
         assert TOK.decode(toks[r]).startswith("<|calc|>48*2<|result|>96<|/result|>")
         assert forced[r][6:9] == [True] * 3
+    # a prompt that ends at <|result|>: each of its samples gets the whole result, independently
+    toks, forced = decode(model, [TOK.encode("<|calc|>3/4<|result|>")], 6, num_samples=3, temperature=1.0, seed=3)
+    for r in range(3):
+        assert TOK.decode(toks[r]).startswith("0.75<|/result|>") and forced[r][:5] == [True] * 5
 
 
 @pytest.mark.parametrize("prompt,sampled,want,want_forced", [
