@@ -15,6 +15,18 @@ GSM8K_SAMPLE = os.path.join(REPO, "tests", "data", "gsm8k")
 GSM8K_FULL = os.path.join(REPO, "..", "shared", "data", "gsm8k")
 
 
+def snapshot(d):
+    """{relative path: sha256} of every file under folder d: compare two to show a command changed nothing."""
+    import hashlib
+    out = {}
+    for root, _, files in os.walk(d):
+        for name in files:
+            p = os.path.join(root, name)
+            with open(p, "rb") as f:
+                out[os.path.relpath(p, d)] = hashlib.sha256(f.read()).hexdigest()
+    return out
+
+
 def gsm8k_full():
     """The full GSM8K folder (train.jsonl + test.jsonl), or skip the calling test with the reason."""
     if not all(os.path.exists(os.path.join(GSM8K_FULL, f)) for f in ("train.jsonl", "test.jsonl")):

@@ -8,7 +8,6 @@ flag, no traceback, and every file in the folder byte-identical afterwards. A fe
 subprocesses, as a user types them. The divergence tests check that `--lr 1e30` on --resume stops with
 one line and leaves the previous checkpoint byte-identical."""
 import contextlib
-import hashlib
 import importlib
 import io
 import os
@@ -20,6 +19,7 @@ import pytest
 import torch
 
 from mathlm.train.common import save_checkpoint
+from tests.conftest import snapshot
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: smoke models, one thread
 
@@ -50,17 +50,6 @@ def run_dir(gsm8k_workdir, tmp_path_factory, one_thread):
     save_checkpoint(str(d / "nan.pt"), ck)
     (d / "empty.txt").write_bytes(b"")
     return d
-
-
-def snapshot(d):
-    """{relative path: sha256} of every file under d."""
-    out = {}
-    for root, _, files in os.walk(d):
-        for f in files:
-            p = os.path.join(root, f)
-            with open(p, "rb") as fh:
-                out[os.path.relpath(p, d)] = hashlib.sha256(fh.read()).hexdigest()
-    return out
 
 
 def assert_one_error_line(text, names):
