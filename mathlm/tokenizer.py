@@ -31,6 +31,7 @@ with identical ids), `vocab.json` + `merges.txt` (the classic BPE pair), `tokeni
 """
 import json
 import os
+import re
 
 from mathlm.common import atomic_write, atomic_write_json, sha256_file
 from mathlm.format import TOOL_TOKENS
@@ -69,6 +70,19 @@ def iter_text_files(paths, chunk_chars=1 << 20):
                 yield "".join(buf)
 
 
+def split_specials(texts, specials):
+    """Each text cut at the special tokens written in it (`<|calc|>` in answers with calculator calls),
+    which are dropped: the BPE trainer, unlike encode, does not match added tokens, so it would learn
+    merges like `<|` and `calc` and merges across a call's edges that encoding never uses. The pieces
+    are what encode pre-tokenizes, so training and encoding see the same chunks."""
+    pat = re.compile("|".join(re.escape(s) for s in specials))
+    for text in texts:
+        if pat.search(text) is None:
+            yield text
+        else:
+            yield from (piece for piece in pat.split(text) if piece)
+
+
 class MathTokenizer:
     def __init__(self, tk):
         self.tk = tk
@@ -90,14 +104,14 @@ class MathTokenizer:
         tools: add the calculator tokens (format.TOOL_TOKENS) after the special tokens."""
         from tokenizers import models, pre_tokenizers, trainers
         tk = _build(models.BPE())
+        specials = SPECIAL_TOKENS + (list(TOOL_TOKENS) if tools else [])
         trainer = trainers.BpeTrainer(
-            vocab_size=vocab_size, min_frequency=min_frequency,
-            special_tokens=SPECIAL_TOKENS + (list(TOOL_TOKENS) if tools else []),
+            vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=specials,
             initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=show_progress)
         texts = list(texts) if isinstance(texts, (list, tuple)) else texts
         if isinstance(texts, list) and texts and all(isinstance(t, str) and os.path.isfile(t) for t in texts):
             texts = iter_text_files(texts)
-        tk.train_from_iterator(texts, trainer=trainer)
+        tk.train_from_iterator(split_specials(texts, SPECIAL_TOKENS + list(TOOL_TOKENS)), trainer=trainer)
         return cls(tk)
 
     @classmethod

@@ -63,3 +63,16 @@ def test_train_tokenizer_script_writes_tool_tokens(tmp_path):
         main(["--input", str(rows), "--out_dir", str(out), "--vocab_size", "300"] + flag)
         assert (MathTokenizer.load(str(out)).calc_ids is not None) == want
     assert CALC_RESULT != CALC_END  # the three tokens are distinct strings
+
+
+def test_training_learns_no_merges_from_written_calls():
+    """BPE training text with calls in it: the trainer does not match added tokens the way encode does,
+    so the calls' token strings are cut out first: no merge of '<|', 'calc' or across a call's edges."""
+    import json
+    texts = [f"She sold {i} = {calc_call(f'{i}*2', str(i * 2))}{i * 2} clips.\n" for i in range(2000)]
+    tok = MathTokenizer.train(texts, vocab_size=400, show_progress=False)
+    merges = ["".join(m) if isinstance(m, list) else m.replace(" ", "") for m in json.loads(tok.tk.to_str())["model"]["merges"]]
+    assert merges and not any(c in m for m in merges for c in "<|>") and "calc" not in merges
+    pieces = [p for i in range(2000) for p in (f"She sold {i} = ", f"{i}*2", f"{i * 2}", f"{i * 2} clips.\n")]
+    plain = MathTokenizer.train(pieces, vocab_size=400, show_progress=False)
+    assert tok.tk.to_str() == plain.tk.to_str()  # exactly the tokenizer trained on the pieces between the calls
