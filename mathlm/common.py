@@ -36,7 +36,9 @@ def os_error_line(e):
             errno.EROFS: "the file system is read-only — choose a writable --out/--out_dir",
             errno.EACCES: "permission denied — choose a writable folder",
             errno.ENOENT: "no such file or folder"}.get(e.errno, e.strerror or str(e))
-    files = " -> ".join(str(f) for f in (e.filename, e.filename2) if f)
+    import re
+    # a temp file's name is the output's plus .tmp.<pid> (atomic writes): name the output the user chose
+    files = " -> ".join(re.sub(r"\.tmp\.\d+$", "", str(f)) for f in (e.filename, e.filename2) if f)
     return f"{files}: {what}" if files else what
 
 
@@ -367,7 +369,16 @@ def atomic_save(obj, path):
     import torch
     tmp = _tmp(path)
     try:
-        torch.save(obj, tmp)
+        try:
+            torch.save(obj, tmp)
+        except RuntimeError as e:
+            # a full disk reaches torch's zip writer as "[enforce fail ...] unexpected pos": say it as the
+            # OSError it is, so the stage ends in one line (cli) rather than a C++ traceback
+            import errno
+            import shutil
+            if "unexpected pos" in str(e) or shutil.disk_usage(os.path.dirname(os.path.abspath(tmp))).free < 1 << 20:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path) from None
+            raise
         fd = os.open(tmp, os.O_RDONLY)  # fsync flushes the file's data whatever mode the fd was opened in
         try:
             os.fsync(fd)
@@ -444,9 +455,33 @@ def remove_orphans(path):
         m = re.search(r"\.tmp\.(\d+)$", f)
         if m and not _pid_alive(int(m.group(1))):
             with contextlib.suppress(FileNotFoundError):  # another starting writer removed it first
-                os.remove(f)
+                if os.path.isdir(f) and not os.path.islink(f):  # a folder built beside its output (train_tokenizer)
+                    import shutil
+                    shutil.rmtree(f)
+                else:
+                    os.remove(f)
                 removed.append(f)
     return removed
+
+
+def check_writable(path):
+    """Raise OSError naming `path` unless a file can be written beside it: its folder exists, is
+    writable and not on a read-only or full file system. Stages call it (through hold_lock) before
+    their slow part, so an eval stops before generating, not after, and a trainer before step 0.
+    A probe file `<path>.tmp.<pid>` gets one byte and is removed; `path` itself is not touched."""
+    probe = _tmp(path)
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            os.write(fd, b"\0")
+            os.fsync(fd)  # a full disk may only say so once the byte must reach it
+        finally:
+            os.close(fd)
+    except OSError as e:
+        raise OSError(e.errno, e.strerror, path) from None
+    finally:
+        with contextlib.suppress(OSError):
+            os.remove(probe)
 
 
 def _lock_holder(fd):
@@ -508,7 +543,8 @@ def hold_lock(*paths, hint="choose another --out"):
     The lock is `fcntl.flock` on `<output>.lock`, which holds the writer's pid. The kernel releases
     it when the process dies, so a SIGKILLed run never leaves a stale lock: a `.lock` file left by a
     killed run is harmless, the next run simply takes it (a clean exit removes the file). Missing
-    parent folders are made, and removed again on exit if still empty. flock is per host: on NFS
+    parent folders are made, and removed again on exit if still empty; then check_writable, so a
+    read-only, missing or full folder stops the stage here, before its work. flock is per host: on NFS
     it may not lock across machines, so never run two writers of one output on two hosts.
     Windows has no fcntl: there hold_lock only removes orphans and does not refuse a second run."""
     try:
@@ -529,6 +565,7 @@ def hold_lock(*paths, hint="choose another --out"):
                 except OSError as e:
                     raise OSError(e.errno, e.strerror, path) from None
                 made += missing  # deepest first
+            check_writable(path)
             if fcntl is not None:
                 held.append(_acquire(path, hint))
             remove_orphans(path)

@@ -37,7 +37,8 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from mathlm.common import SEED_MAX, atomic_write_json, check_device, check_range, cli, die, parse_config, sha256_file
+from mathlm.common import (SEED_MAX, atomic_write_json, check_device, check_range, cli, die, hold_lock, parse_config,
+                           sha256_file)
 
 STAGES = ["data_text", "tokenizer", "data_bin", "pretrain_data", "pretrain", "sft", "grpo", "eval", "report"]
 DATASETS = {  # name → (downloader module, folder names that mean it)
@@ -213,12 +214,42 @@ def fingerprint(argv, inputs):
     return h.hexdigest()[:16]
 
 
+def state_problem(state):
+    """What makes `state` not a pipeline.json this module wrote (None when nothing does)."""
+    if not isinstance(state, dict):
+        return f"a JSON {type(state).__name__}, not an object"
+    kinds = {"stages": dict, "preset": str, "datasets": dict, "skipped": dict}
+    for k, t in kinds.items():
+        if state.get(k) is not None and not isinstance(state[k], t):
+            return f"{k!r} is {state[k]!r}, not a {t.__name__}"
+    fields = {"status": str, "fingerprint": str, "cmd": list, "seconds": (int, float)}
+    for key, rec in state.get("stages", {}).items():
+        if not isinstance(rec, dict):
+            return f"stage {key!r} is {rec!r}, not an object"
+        for k, t in fields.items():
+            if k in rec and (not isinstance(rec[k], t) or isinstance(rec[k], bool)):
+                return f"stage {key!r} has {k} {rec[k]!r}"
+    return None
+
+
 def load_state():
-    try:
-        with open(STATE) as f:
-            return json.load(f)
-    except (OSError, ValueError):
+    """pipeline.json ({"stages": {}} when there is none). A file that is not valid JSON or not of the
+    shape this module writes (hand-edited, another tool's) stops the pipeline in one line: guessing
+    which stages are done could skip one that is not."""
+    if not os.path.exists(STATE):
         return {"stages": {}}
+    try:
+        with open(STATE, "rb") as f:
+            state = json.loads(f.read())
+    except (ValueError, RecursionError) as e:  # ValueError: not JSON, or not UTF-8
+        problem = f"not JSON: {str(e)[:80] or type(e).__name__}"
+    else:
+        problem = state_problem(state)
+    if problem:
+        die(f"{STATE} is not a pipeline state ({problem}) — delete it to rerun every stage "
+            "(trainers resume from their checkpoints)")
+    state.setdefault("stages", {})
+    return state
 
 
 def _die_with_parent():
@@ -277,6 +308,13 @@ def main(argv=None):
         if s not in STAGES:
             die(f"unknown stage {s}; stages: {', '.join(STAGES)}")
     lo, hi = STAGES.index(cfg.from_stage), STAGES.index(cfg.until)
+    # one pipeline per folder: a second one stops here naming this one's pid (each stage also locks its
+    # own outputs, but two pipelines would still race on pipeline.json and rerun each other's stages)
+    with hold_lock(STATE, hint="run the other pipeline in another folder"):
+        return run(cfg, lo, hi)
+
+
+def run(cfg, lo, hi):
     state = load_state()
     if state.get("preset") not in (None, cfg.preset):
         print(f"[pipeline] preset changed {state['preset']} → {cfg.preset}: stages rerun where their commands differ")

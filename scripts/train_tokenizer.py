@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from mathlm.common import check_range, cli, die, json_row, parse_config, qa_fields_ok  # noqa: E402
+from mathlm.common import check_range, cli, die, hold_lock, json_row, parse_config, qa_fields_ok  # noqa: E402
 from mathlm.format import qa_text  # noqa: E402
 from mathlm.tokenizer import SPECIAL_TOKENS, MathTokenizer, iter_text_files  # noqa: E402
 
@@ -104,6 +104,13 @@ def main(argv=None):
     if mb == 0:
         die(f"no text to train on: {', '.join(files)} {'is' if len(files) == 1 else 'are'} empty — pass --input "
             "FILES with text in them")
+    # one writer of --out_dir (a second run stops here, naming this one's pid), and a writable folder,
+    # checked before the training (mathlm.common.hold_lock; the lock file is <out_dir>.lock beside it)
+    with hold_lock(os.path.abspath(cfg.out_dir.rstrip("/")), hint="choose another --out_dir"):
+        return run(cfg, files, mb)
+
+
+def run(cfg, files, mb):
     print(f"training a {cfg.vocab_size:,}-token BPE on {len(files)} file(s), {mb:,.1f} MB")
     t0 = time.time()
     tok = MathTokenizer.train(iter_texts(files, cfg.max_mb), vocab_size=cfg.vocab_size,
@@ -112,7 +119,7 @@ def main(argv=None):
         die(f"no merge learned from {mb:,.3f} MB of text (vocab {tok.vocab_size}) — give more text "
             "or a larger --vocab_size")
     out = os.path.abspath(cfg.out_dir.rstrip("/"))
-    tmp, old = out + ".tmp", out + ".old"
+    tmp, old = f"{out}.tmp.{os.getpid()}", out + ".old"  # a killed run's tmp folder goes at the next start
     shutil.rmtree(tmp, ignore_errors=True)
     tok.save(tmp)
     if os.path.exists(out):  # swap the finished folder in whole

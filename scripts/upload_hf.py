@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from mathlm.common import atomic_write, cli, die, human, parse_config  # noqa: E402
+from mathlm.common import atomic_write, cli, die, hold_lock, human, parse_config  # noqa: E402
 from mathlm.format import qa_prompt  # noqa: E402
 from mathlm.infer.export import HF_DENSE, HF_MOE, export_folder  # noqa: E402
 from mathlm.infer.inference import DEFAULT_CHECKPOINTS, newest_checkpoint  # noqa: E402
@@ -285,16 +285,24 @@ def upload(out_dir, repo_id, private):
 
 @cli
 def main(argv=None):
-    import torch
-
-    from mathlm.tokenizer import MathTokenizer
-    from mathlm.train.common import load_checkpoint
     cfg = parse_config(Config, None, argv)
     path = cfg.checkpoint or newest_checkpoint()
     if not path:
         die(f"no --checkpoint and none of {', '.join(DEFAULT_CHECKPOINTS)} here — train one first")
     if os.path.isdir(path):
         die(f"{path} is a folder; --checkpoint takes a mathlm .pt checkpoint (folders are already exported)")
+    # one writer of --out_dir (the lock is <out_dir>.lock beside it), and a writable place, checked before
+    # the checkpoint is loaded; load_checkpoint refuses weights that disagree with their model_config,
+    # so config.json and model.safetensors can never describe two different models
+    with hold_lock(os.path.abspath(cfg.out_dir.rstrip("/")), hint="choose another --out_dir"):
+        return export(cfg, path)
+
+
+def export(cfg, path):
+    import torch
+
+    from mathlm.tokenizer import MathTokenizer
+    from mathlm.train.common import load_checkpoint
     ckpt = load_checkpoint(path)
     try:
         tok = MathTokenizer.load(cfg.tokenizer)

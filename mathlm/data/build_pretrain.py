@@ -35,10 +35,11 @@ Parallelism and memory: the main process reads documents in order, packs them in
 about --chunk_mb, and hands them to a pool of --num_workers processes (each loads the tokenizer
 once); at most 2 chunks per worker are in flight and results come back in input order, so the
 output bytes are the same for any number of workers and peak memory depends on chunk_mb ×
-workers, not on the input size. Tokens stream into train.bin.tmp / val.bin.tmp; the .tmp files
+workers, not on the input size. Tokens stream into train.bin.tmp.<pid> / val.bin.tmp.<pid>; the .tmp files
 become train.bin / val.bin only when everything is encoded, and the metas are written last
 (the old metas are removed first), so an interrupted build never leaves a .bin with a meta
-that vouches for it.
+that vouches for it. A build holds a lock on train.bin and val.bin (mathlm.common.hold_lock): a
+second build in the same folder stops at once, naming the first one's pid.
 """
 import contextlib
 import glob
@@ -55,7 +56,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from tqdm import tqdm
 
-from mathlm.common import SEED_MAX, check_range, cli, die, json_row, parse_config
+from mathlm.common import SEED_MAX, check_range, cli, die, hold_lock, json_row, parse_config
 from mathlm.data.tokens import meta_path, token_dtype, write_meta
 from mathlm.format import qa_text
 from mathlm.tokenizer import MathTokenizer
@@ -261,6 +262,16 @@ def main(argv=None):
     check_range(cfg, "num_workers", lo=0, why="0 = one per core, 1 = no pool")
     check_range(cfg, "seed", lo=0, hi=SEED_MAX)
     paths = find_inputs(cfg.input)
+    os.makedirs(cfg.out_dir, exist_ok=True)
+    bins = {s: os.path.join(cfg.out_dir, f"{s}.bin") for s in ("train", "val")}
+    # one build per folder: a second one stops here naming this one's pid (two once shared train.bin.tmp
+    # and left a train.bin without meta); the lock also checks the folder is writable, before any work
+    with hold_lock(*bins.values(), hint="choose another --out_dir"):
+        build(cfg, paths, bins)
+
+
+def build(cfg, paths, bins):
+    """Tokenize `paths` into bins["train"] / bins["val"] and their metas (main holds their lock)."""
     try:
         tok = MathTokenizer.load(cfg.tokenizer)
     except ValueError as e:
@@ -271,9 +282,7 @@ def main(argv=None):
     print(f"build_pretrain | {len(paths)} file(s), {total / 1e6:,.1f} MB | tokenizer {tok.hash} "
           f"(vocab {tok.vocab_size:,} → {np.dtype(dtype).name}) | {num_workers} worker(s)")
 
-    os.makedirs(cfg.out_dir, exist_ok=True)
-    bins = {s: os.path.join(cfg.out_dir, f"{s}.bin") for s in ("train", "val")}
-    tmps = {s: p + ".tmp" for s, p in bins.items()}
+    tmps = {s: f"{p}.tmp.{os.getpid()}" for s, p in bins.items()}  # a killed build's are removed by hold_lock
     shas = {p: hashlib.sha256() for p in paths}
     n_tokens, n_docs = {"train": 0, "val": 0}, {"train": 0, "val": 0}
     chunks = read_chunks(paths, shas, int(cfg.chunk_mb * 1e6), int(cfg.max_doc_mb * 1e6))

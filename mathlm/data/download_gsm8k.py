@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 from mathlm.common import check_range, cli, die, parse_config
-from mathlm.data.qa_io import convert_rows, load_rows, write_qa_dataset
+from mathlm.data.qa_io import convert_rows, dataset_lock, load_rows, write_qa_dataset
 from mathlm.format import calc_call
 
 HUB_ID, HUB_CONFIG = "openai/gsm8k", "main"
@@ -104,6 +104,11 @@ def main(argv=None):
     check_range(cfg, "max_examples", lo=0, why="0 = all")  # -1 once meant train[:-1]
     if cfg.calculator not in MODES:
         die(f"--calculator {cfg.calculator!r}: choose one of {', '.join(MODES)}")
+    with dataset_lock("gsm8k", cfg.out_dir):  # a second run on this dataset stops here, before the download
+        return run(cfg)
+
+
+def run(cfg):
     splits = load_rows(cfg.source, HUB_ID, (HUB_CONFIG,), columns=["question", "answer"])
     counts = {"train": Counter(), "test": Counter()}
     train, _ = convert_rows(splits.get("train", []), lambda r: to_pair(r, cfg.calculator, counts["train"]),

@@ -18,7 +18,7 @@ The answer is the full solution, \\boxed{...} kept; "final" stores the last boxe
 from dataclasses import dataclass
 
 from mathlm.common import check_range, cli, parse_config
-from mathlm.data.qa_io import convert_rows, last_boxed, load_rows, write_qa_dataset
+from mathlm.data.qa_io import convert_rows, dataset_lock, last_boxed, load_rows, write_qa_dataset
 
 HUB_ID = "EleutherAI/hendrycks_math"
 SUBJECTS = ("algebra", "counting_and_probability", "geometry", "intermediate_algebra",
@@ -43,6 +43,11 @@ def to_pair(row):
 def main(argv=None):
     cfg = parse_config(Config, None, argv)
     check_range(cfg, "max_examples", lo=0, why="0 = all")  # -1 once meant train[:-1]
+    with dataset_lock("math", cfg.out_dir):  # a second run on this dataset stops here, before the download
+        return run(cfg)
+
+
+def run(cfg):
     splits = load_rows(cfg.source, HUB_ID, SUBJECTS, columns=["problem", "solution", "level", "type"])
     train, _ = convert_rows(splits.get("train", []), to_pair, "math train")
     test, _ = convert_rows(splits.get("test", []), to_pair, "math test")

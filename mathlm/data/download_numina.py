@@ -15,7 +15,7 @@ decontamination can only drop copies of test questions whose *_test.jsonl is alr
 from dataclasses import dataclass
 
 from mathlm.common import check_range, cli, parse_config
-from mathlm.data.qa_io import convert_rows, last_boxed, load_rows, write_qa_dataset
+from mathlm.data.qa_io import convert_rows, dataset_lock, last_boxed, load_rows, write_qa_dataset
 
 HUB_ID = "AI-MO/NuminaMath-CoT"
 
@@ -38,6 +38,11 @@ def to_pair(row):
 def main(argv=None):
     cfg = parse_config(Config, None, argv)
     check_range(cfg, "max_examples", lo=0, why="0 = all")  # -1 once meant train[:-1]
+    with dataset_lock("numina", cfg.out_dir):  # a second run on this dataset stops here, before the download
+        return run(cfg)
+
+
+def run(cfg):
     splits = load_rows(cfg.source, HUB_ID, columns=["problem", "solution", "source"])
     train, _ = convert_rows(splits.get("train", []), to_pair, "numina train")
     test, _ = convert_rows(splits.get("test", []), to_pair, "numina test")

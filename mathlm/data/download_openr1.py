@@ -22,7 +22,7 @@ Choices:
 from dataclasses import dataclass
 
 from mathlm.common import check_range, cli, parse_config
-from mathlm.data.qa_io import convert_rows, load_rows, write_qa_dataset
+from mathlm.data.qa_io import convert_rows, dataset_lock, load_rows, write_qa_dataset
 
 HUB_ID, HUB_CONFIG = "open-r1/OpenR1-Math-220k", "default"
 COLUMNS = ["problem", "solution", "answer", "source", "problem_type", "question_type", "correctness_math_verify"]
@@ -53,6 +53,11 @@ def to_pair(row):
 def main(argv=None):
     cfg = parse_config(Config, None, argv)
     check_range(cfg, "max_examples", lo=0, why="0 = all")  # -1 once meant train[:-1]
+    with dataset_lock("openr1", cfg.out_dir):  # a second run on this dataset stops here, before the download
+        return run(cfg)
+
+
+def run(cfg):
     splits = load_rows(cfg.source, HUB_ID, (HUB_CONFIG,), columns=COLUMNS)
     rows = splits.get("train", [])
     train, left_out = convert_rows(rows, to_pair, "openr1 train")

@@ -22,7 +22,7 @@ import re
 import time
 from dataclasses import dataclass
 
-from mathlm.common import atomic_open, cli, die, parse_config
+from mathlm.common import atomic_open, cli, die, hold_lock, parse_config
 from mathlm.data.qa_io import HUB_HINT, _short
 
 HUB_ID = "open-web-math/open-web-math"
@@ -99,6 +99,12 @@ def main(argv=None):
     out_dir = os.path.dirname(os.path.abspath(cfg.out))
     if not os.path.isdir(out_dir) or not os.access(out_dir, os.W_OK):
         die(f"cannot write {cfg.out}: {out_dir} is not a writable folder")
+    # one writer of --out, and a writable folder, checked before the download (mathlm.common.hold_lock)
+    with hold_lock(cfg.out, hint="choose another --out"):
+        return run(cfg)
+
+
+def run(cfg):
     texts = local_texts(cfg.source) if cfg.source else hub_texts()
     max_bytes = int(cfg.max_mb * 1e6)
     n_docs, n_bytes, t0 = 0, 0, time.time()

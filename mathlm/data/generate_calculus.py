@@ -926,6 +926,13 @@ def main(argv=None):
         die(f"--levels {cfg.levels!r}: give a comma list from {', '.join(map(str, LEVELS))}, e.g. 1,2")
     check_range(cfg, "casual", lo=0, hi=1)
     workers = cfg.workers or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    from mathlm.data.qa_io import dataset_lock
+    with dataset_lock(NAME, cfg.out_dir):  # a second run on this dataset stops here, before the generation
+        return run(cfg, levels, workers)
+
+
+def run(cfg, levels, workers):
+    import os
     t0 = time.time()
     stats = {}
     total = cfg.n + cfg.n_test + cfg.n_typed_test

@@ -887,6 +887,12 @@ def main(argv=None):
     check_range(cfg, "n", lo=1)
     check_range(cfg, "n_test", lo=0)
     check_range(cfg, "seed", lo=0, hi=SEED_MAX)
+    from mathlm.data.qa_io import dataset_lock
+    with dataset_lock(NAME, cfg.out_dir):  # a second run on this dataset stops here, before the generation
+        return run(cfg)
+
+
+def run(cfg):
     t0 = time.time()
     stats = {}
     pairs = generate(cfg.n + cfg.n_test, cfg.seed, progress=True, stats=stats)

@@ -497,6 +497,12 @@ def main(argv=None):
         levels = []
     if not levels or any(lv not in LEVELS for lv in levels):
         die(f"--levels {cfg.levels!r}: give a comma list from {', '.join(map(str, LEVELS))}, e.g. 2,3")
+    from mathlm.data.qa_io import dataset_lock
+    with dataset_lock(NAME, cfg.out_dir):  # a second run on this dataset stops here, before the generation
+        return run(cfg, levels)
+
+
+def run(cfg, levels):
     t0 = time.time()
     stats = {}
     problems = generate(cfg.n + cfg.n_test, cfg.seed, levels, cfg.calls == "on", progress=True, stats=stats)

@@ -25,13 +25,14 @@ schema, or a folder searched recursively for files whose names start with train/
 A jsonl line that is not a JSON object is skipped and reported (count + line numbers, one
 line), never a traceback.
 """
+import contextlib
 import glob
 import json
 import os
 
 import numpy as np
 
-from mathlm.common import atomic_open, die, json_row
+from mathlm.common import atomic_open, die, hold_lock, json_row, remove_orphans
 from mathlm.data.decontam import decontaminate_by_source
 from mathlm.data.tokens import (idx_path, meta_path, open_index, open_tokens, read_meta, rebuild_hint, token_dtype,
                                 write_meta)
@@ -258,7 +259,21 @@ def qa_example(tokens, index, i):
 
 
 # -----------------------------------------------------------------------------
-# the one function every downloader / generator calls
+# the one function every downloader / generator calls, and the lock each holds from its start
+
+@contextlib.contextmanager
+def dataset_lock(name, out_dir):
+    """`with dataset_lock("gsm8k", cfg.out_dir):` around a Q/A stage's whole work: one writer per dataset
+    (common.hold_lock on <name>.jsonl, which also removes the <name>.* temp files of a killed writer and
+    checks the folder is writable), taken before the download or generation, so a second run on the same
+    dataset and folder stops at once naming the first one's pid, and a read-only folder stops it before
+    the slow part. The companions <name>_test.jsonl, <name>_typed_test.jsonl and <name>_corpus.txt
+    are this writer's too: their orphan temp files go as well."""
+    with hold_lock(os.path.join(out_dir, f"{name}.jsonl"), hint="choose another --out_dir"):
+        for extra in ("_test.jsonl", "_typed_test.jsonl", "_corpus.txt"):
+            remove_orphans(os.path.join(out_dir, name + extra))
+        yield
+
 
 def check_pairs(pairs, what):
     """Pairs whose question and answer are non-empty strings; the rest reported in one line."""

@@ -33,7 +33,7 @@ def main(argv=None):
     cfg.names = names + list(cfg.names)
     if not cfg.names:
         die("name at least one dataset, e.g. python -m mathlm.data.tokenize_qa calculus")
-    from mathlm.data.qa_io import check_pairs, read_jsonl, write_qa_bin
+    from mathlm.data.qa_io import check_pairs, dataset_lock, read_jsonl, write_qa_bin
     from mathlm.tokenizer import MathTokenizer
     try:
         tok = MathTokenizer.load(cfg.tokenizer)
@@ -44,10 +44,11 @@ def main(argv=None):
         if not os.path.isfile(path):
             die(f"{path} not found: write it first (python -m mathlm.data.generate_{name} --text_only, "
                 f"or the dataset's downloader)")
-        pairs = check_pairs(read_jsonl(path), f"{name} train")
-        if not pairs:
-            die(f"{path} has no Q/A pairs")
-        write_qa_bin(name, pairs, tok, cfg.data_dir, source=f"mathlm.data.tokenize_qa {path}")
+        with dataset_lock(name, cfg.data_dir):  # not while its downloader/generator writes it
+            pairs = check_pairs(read_jsonl(path), f"{name} train")
+            if not pairs:
+                die(f"{path} has no Q/A pairs")
+            write_qa_bin(name, pairs, tok, cfg.data_dir, source=f"mathlm.data.tokenize_qa {path}")
 
 
 if __name__ == "__main__":

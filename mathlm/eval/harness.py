@@ -17,13 +17,12 @@ tools=tok runs the calculator inside decoding (GPT.generate): a completion then 
 and the evals score strip_calls(completion), the text a reader sees. --tools on|off|both|auto
 (`tool_modes`): auto is on when the checkpoint's tokenizer has the calculator tokens.
 """
-import json
 import os
 import random
 
 import torch
 
-from mathlm.common import SEED_MAX, check_device, check_range, die
+from mathlm.common import SEED_MAX, check_device, check_range, die, hold_lock, json_row, qa_fields_ok
 from mathlm.format import cut_completion
 
 # checked every few steps: decoding every row every step would cost more than it saves
@@ -55,6 +54,13 @@ def validate(cfg):
     check_device(cfg)
 
 
+def output_lock(out):
+    """`with output_lock(out):` around an eval's work: it is the one writer of <out>.json / <out>.jsonl
+    (a second eval on the same --out stops at once, naming the first's pid), and their folder is
+    checked writable before any generation, not after it (mathlm.common.hold_lock)."""
+    return hold_lock(out + ".json", hint="choose another --out")
+
+
 def load_for_eval(checkpoint, tokenizer_dir, device):
     from mathlm.tokenizer import MathTokenizer
     from mathlm.train.common import load_checkpoint, model_from_checkpoint
@@ -76,16 +82,14 @@ def read_rows(path):
     if not os.path.exists(path):
         die(f"test file {path} not found")
     rows, bad = [], []
-    with open(path, encoding="utf-8") as f:
+    with open(path, "rb") as f:  # bytes: a line of invalid UTF-8 is one bad line, not a crash
         for i, line in enumerate(f, 1):
             if not line.strip():
                 continue
-            try:
-                row = json.loads(line)
-                if not isinstance(row, dict) or "question" not in row:
-                    raise ValueError
+            row = json_row(line)
+            if row is not None and qa_fields_ok(row):
                 rows.append(row)
-            except ValueError:
+            else:  # not a JSON object, or a question/answer that is not a string
                 bad.append(i)
     if bad:
         print(f"warning: {path}: skipped {len(bad)} malformed line(s): {bad[:10]}")
