@@ -12,7 +12,7 @@ import torch
 
 from mathlm.format import cut_completion, encode_chat, qa_prompt
 from mathlm.infer.inference import (as_prompt, chat_ids, chat_response, generate_text, load_model, main,
-                                    newest_checkpoint, stream_ids, stream_text)
+                                    default_checkpoint, newest_checkpoint, stream_ids, stream_text)
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 TEXT = ("Q: What is 2+3?\nA: 5\n\n The derivative of x^2 is 2x. ∫ x dx = x^2/2. Natalia sold 48 clips "
@@ -191,12 +191,36 @@ def test_chat_response_uses_history(tiny):
 
 # --- loading -----------------------------------------------------------------------------------
 
-def test_newest_checkpoint_by_mtime(tmp_path):
-    for i, n in enumerate(["checkpoint.pt", "checkpoint_mathlm.pt", "checkpoint_mathlm_grpo.pt"]):
+def test_default_checkpoint_is_the_last_stage_not_the_newest_file(tmp_path):
+    d = str(tmp_path)
+    for i, n in enumerate(["checkpoint_mathlm_grpo.pt", "checkpoint_mathlm.pt", "checkpoint.pt"]):
         (tmp_path / n).write_bytes(b"x")
-        os.utime(tmp_path / n, (1000 + i, 1000 + [2, 1, 0][i]))
-    assert newest_checkpoint(directory=str(tmp_path)).endswith("checkpoint.pt")
-    assert newest_checkpoint(directory=str(tmp_path / "none")) is None
+        os.utime(tmp_path / n, (1000, 1000 + i))  # copied in reverse order: base is the newest file
+    path, why = default_checkpoint(d)
+    assert path == os.path.join(d, "checkpoint_mathlm_grpo.pt") and why.startswith("grpo, the last pipeline stage")
+    assert "Note" not in why  # seconds apart: a copy, not a rerun
+    os.utime(tmp_path / "checkpoint_mathlm.pt", (1000, 1000 + 600))  # SFT rerun 10 min after GRPO: said
+    path, why = default_checkpoint(d)
+    assert path.endswith("checkpoint_mathlm_grpo.pt")
+    assert "checkpoint_mathlm.pt (sft) was written 10 min after it" in why and "--checkpoint" in why
+    os.remove(tmp_path / "checkpoint_mathlm_grpo.pt")
+    assert default_checkpoint(d)[0] == os.path.join(d, "checkpoint_mathlm.pt") == newest_checkpoint(d)
+    assert default_checkpoint(str(tmp_path / "none"))[0] is None
+
+
+def test_evals_default_to_the_same_checkpoint_as_inference(tmp_path, monkeypatch, capsys):
+    """eval.math once defaulted to checkpoint_mathlm.pt (SFT) while inference took GRPO."""
+    from mathlm.eval import gsm8k as eval_gsm8k, math as eval_math
+    monkeypatch.chdir(tmp_path)
+    for n in ("checkpoint.pt", "checkpoint_mathlm_grpo.pt"):  # no SFT file: the old default was not even here
+        (tmp_path / n).write_bytes(b"x")
+    (tmp_path / "empty.jsonl").write_text("")
+    for main_, argv in ((eval_math.main, ["--data_dir", str(tmp_path / "none")]),
+                        (eval_gsm8k.main, ["--source", str(tmp_path / "empty.jsonl")])):
+        with pytest.raises(SystemExit) as e:  # stops at the missing test data, after picking
+            main_(argv)
+        assert "not found" not in str(e.value), e.value
+        assert "using checkpoint_mathlm_grpo.pt (grpo, the last pipeline stage here" in capsys.readouterr().out
 
 
 def test_default_checkpoint_is_announced(tiny, tmp_path, monkeypatch, capsys):
@@ -205,7 +229,7 @@ def test_default_checkpoint_is_announced(tiny, tmp_path, monkeypatch, capsys):
     os.symlink(path, tmp_path / "checkpoint_mathlm.pt")
     os.symlink(tok_dir, tmp_path / "math_tokenizer")
     m, _ = load_model(device="cpu")
-    assert "using ./checkpoint_mathlm.pt" in capsys.readouterr().err
+    assert "using checkpoint_mathlm.pt (sft, the last pipeline stage here" in capsys.readouterr().err
     assert torch.equal(m.transformer.wte.weight, model.transformer.wte.weight)
 
 

@@ -1,5 +1,6 @@
 """GSM8K accuracy: 2-shot chain-of-thought, batched greedy decoding, exact numeric match.
 
+    python -m mathlm.eval.gsm8k --n 200         # the last pipeline stage's checkpoint here (GRPO > SFT > base)
     python -m mathlm.eval.gsm8k --checkpoint checkpoint_mathlm.pt --n 200
     python -m mathlm.eval.gsm8k --source ../shared/data/gsm8k/test.jsonl --n 0        # all 1,319
     python -m mathlm.eval.gsm8k --samples 8 --temperature 0.7                          # + maj@8, pass@8
@@ -39,6 +40,7 @@ from mathlm.eval.answers import extract_number, gold_answer, majority_key, numbe
 from mathlm.eval.harness import (complete, load_for_eval, output_lock, read_rows, subset, tool_modes, validate,
                                  wilson_str)
 from mathlm.format import encode_qa, qa_prompt, strip_calls
+from mathlm.infer.inference import pick_default_checkpoint
 
 # GSM8K train examples #1 and #4 (0-based, openai/gsm8k main train): short, two-step. Their <<a*b=c>>
 # calculator annotations are removed, as download_gsm8k removes them from the training data.
@@ -63,7 +65,7 @@ SHOTS_CALLS = [
 
 @dataclass
 class Config:
-    checkpoint: str = "checkpoint_mathlm.pt"  # the checkpoint to score
+    checkpoint: str = ""           # the checkpoint to score; "" = the last pipeline stage's here (GRPO > SFT > base)
     tokenizer: str = "math_tokenizer"  # tokenizer folder; its hash must match the checkpoint's
     source: str = ""               # GSM8K-schema jsonl; default gsm8k_test.jsonl, else the hub
     n: int = 200                   # problems (a seeded subset); 0 = all
@@ -121,6 +123,8 @@ def main(argv=None):
     validate(cfg)
     check_range(cfg, "shots", lo=0, hi=len(SHOTS))
     check_range(cfg, "top_p", above=0, hi=1, why="1 = off")
+    if not cfg.checkpoint:  # the same rule as inference and the demo, said with why
+        cfg.checkpoint = pick_default_checkpoint(print)
     if not os.path.exists(cfg.checkpoint):  # before the test set, which may come from the hub
         die(f"checkpoint {cfg.checkpoint} not found — train one or pass --checkpoint PATH")
     with output_lock(cfg.out):

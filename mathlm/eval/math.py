@@ -1,5 +1,6 @@
 """Accuracy per domain — GSM8K, calculus, ML-math, word problems, MATH — and paired comparisons.
 
+    python -m mathlm.eval.math --n 200          # the last pipeline stage's checkpoint here (GRPO > SFT > base)
     python -m mathlm.eval.math --checkpoint checkpoint_mathlm.pt --n 200
     python -m mathlm.eval.math --compare checkpoint_mathlm.pt checkpoint_mathlm_grpo.pt --n 200
     python -m mathlm.eval.math --samples 8 --temperature 0.7          # + maj@8 and pass@8
@@ -50,6 +51,7 @@ from mathlm.eval.answers import (REWARD_KINDS, answers_match, extract_answer, ex
                                  majority_key, reward_answer)
 from mathlm.eval.harness import complete, load_for_eval, output_lock, read_rows, subset, tool_modes, validate
 from mathlm.eval.stats import majority_vote, mcnemar_exact, pass_at_k, wilson_interval
+from mathlm.infer.inference import pick_default_checkpoint
 from mathlm.format import qa_prompt, strip_calls
 
 # calculus_typed: held-out calculus questions in the phrasings people type, which the generator
@@ -62,7 +64,7 @@ TRAIN_FILES = {d: f.replace("_typed", "").replace("_test", "") for d, f in DOMAI
 
 @dataclass
 class Config:
-    checkpoint: str = "checkpoint_mathlm.pt"  # the checkpoint to score
+    checkpoint: str = ""           # the checkpoint to score; "" = the last pipeline stage's here (GRPO > SFT > base)
     compare: list[str] = field(default_factory=list)  # two checkpoints: A B
     tokenizer: str = "math_tokenizer"  # tokenizer folder; its hash must match the checkpoint's
     data_dir: str = "."            # where the <domain>_test.jsonl files are
@@ -220,6 +222,8 @@ def main(argv=None):
         die("--compare takes exactly two checkpoints: A B")
     if cfg.compare and cfg.tools == "both":
         die("--tools both compares one checkpoint with itself; with --compare pass --tools on, off or auto")
+    if not cfg.compare and not cfg.checkpoint:  # the same rule as inference and the demo, said with why
+        cfg.checkpoint = pick_default_checkpoint(print)
     ckpts = cfg.compare or [cfg.checkpoint]
     for c in ckpts:
         if not os.path.exists(c):

@@ -2,8 +2,8 @@
 
     python -m mathlm.infer.demo                                  # http://127.0.0.1:7860
     python -m mathlm.infer.demo --checkpoint out/mathlm-40m --port 7861 --share
-Reads: a checkpoint .pt (+ --tokenizer) or an exported folder; without --checkpoint the newest of
-checkpoint_mathlm_grpo.pt, checkpoint_mathlm.pt, checkpoint.pt here; the eval_*.json beside the
+Reads: a checkpoint .pt (+ --tokenizer) or an exported folder; without --checkpoint the last
+pipeline stage's here (checkpoint_mathlm_grpo.pt > checkpoint_mathlm.pt > checkpoint.pt); the eval_*.json beside the
 checkpoint, for the accuracy line. Writes nothing.
 
 The page says which model it serves (file, stage, parameters, context, measured accuracy). Two tabs
@@ -27,13 +27,13 @@ import re
 from dataclasses import dataclass
 
 from mathlm.common import MathlmError, check_range, cli, die, parse_config
-from mathlm.infer.inference import HOW_TO_GET_ONE, load_model, newest_checkpoint, stream_chat, stream_text
+from mathlm.infer.inference import HOW_TO_GET_ONE, default_checkpoint, load_model, stream_chat, stream_text
 
 
 @dataclass
 class Config:
     """Local Gradio demo: Q/A and Chat tabs, answers streamed."""
-    checkpoint: str = ""               # .pt or exported folder; "" = newest default checkpoint here
+    checkpoint: str = ""               # .pt or exported folder; "" = the last pipeline stage's here (GRPO > SFT > base)
     tokenizer: str = "math_tokenizer"  # for a .pt checkpoint
     device: str = "auto"               # auto|cuda|mps|cpu
     port: int = 7860                   # the page is served on host:port
@@ -355,10 +355,10 @@ def build_demo(model=None, tok=None, problem=None, title="mathlm", about=()):
 
 def make_demo(checkpoint="", tokenizer="math_tokenizer", device="auto", title="mathlm"):
     """Load the model if it can be loaded, else keep the reason for the page; never raises on bad files."""
-    path = checkpoint or newest_checkpoint()
+    path, why = (checkpoint, "") if checkpoint else default_checkpoint()
     try:
         if not checkpoint and path:
-            print(f"using {path} (the newest default checkpoint here)")
+            print(f"using {path} ({why})")
         model, tok = load_model(path, tokenizer, device)
         return build_demo(model, tok, None, title, describe(path, model, tok))
     except MathlmError as e:  # load_model's one-line errors: missing, corrupt, wrong architecture

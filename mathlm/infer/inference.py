@@ -5,8 +5,8 @@
     python -m mathlm.infer.inference --checkpoint out/mathlm-40m --chat      # multi-turn; /reset, /exit
     python -m mathlm.infer.inference --prompt "48 clips, half as many in May?" --tools off   # no calculator
 Reads: a checkpoint .pt (+ its tokenizer folder, --tokenizer) or a folder written by
-scripts/upload_hf.py. Without --checkpoint it takes the newest of checkpoint_mathlm_grpo.pt,
-checkpoint_mathlm.pt, checkpoint.pt in the working directory and says which. Writes nothing.
+scripts/upload_hf.py. Without --checkpoint it takes the last pipeline stage's checkpoint in the
+working directory (default_checkpoint: GRPO > SFT > base) and says which and why. Writes nothing.
 The model's text goes to stdout, everything else to stderr. With the calculator (--tools, on by
 default for a model trained with it) a call is shown as `[calc 48/2 = 24]`: what the model asked, and
 what mathlm/calculator.py answered (forced into the text, not sampled).
@@ -29,7 +29,10 @@ from mathlm.common import (SEED_MAX, check_device, check_range, cli, die, eprint
 from mathlm.format import STOP_STRINGS, encode_chat, qa_prompt
 from mathlm.infer.tools import render_calls, tools_for, unrender_calls
 
-DEFAULT_CHECKPOINTS = ("checkpoint_mathlm_grpo.pt", "checkpoint_mathlm.pt", "checkpoint.pt")
+# the pipeline's checkpoints, last stage first: each is trained from the one below it
+PIPELINE_CHECKPOINTS = (("grpo", "checkpoint_mathlm_grpo.pt"), ("sft", "checkpoint_mathlm.pt"), ("base", "checkpoint.pt"))
+DEFAULT_CHECKPOINTS = tuple(name for _, name in PIPELINE_CHECKPOINTS)
+STALE_S = 60  # an earlier stage's file written this much later than the picked one is worth a word
 HOW_TO_GET_ONE = ("make one with `python -m mathlm.pipeline --preset tiny` (tokenizer, data, pretrain, sft, grpo; "
                   "minutes on a CPU), or pass --checkpoint PATH (a .pt file or an exported folder)")
 
@@ -37,7 +40,7 @@ HOW_TO_GET_ONE = ("make one with `python -m mathlm.pipeline --preset tiny` (toke
 @dataclass
 class Config:
     """Answer a question (streamed) or chat with a mathlm model in the terminal."""
-    checkpoint: str = ""            # .pt or exported folder; "" = newest of DEFAULT_CHECKPOINTS here
+    checkpoint: str = ""            # .pt or exported folder; "" = the last pipeline stage's here (GRPO > SFT > base)
     tokenizer: str = "math_tokenizer"  # tokenizer folder for a .pt checkpoint (folders carry their own)
     prompt: str = ""                # a question ("d/dx x^5?") or "Q: ... A:"; both become the Q/A prompt
     raw: bool = False               # send --prompt as is (plain text continuation, no Q/A wrapping)
@@ -55,10 +58,39 @@ class Config:
 # -----------------------------------------------------------------------------
 # loading: one function for checkpoints and exported folders
 
-def newest_checkpoint(names=DEFAULT_CHECKPOINTS, directory="."):
-    """The most recently written of `names` in `directory`, or None."""
-    found = [os.path.join(directory, n) for n in names if os.path.isfile(os.path.join(directory, n))]
-    return max(found, key=os.path.getmtime) if found else None
+def default_checkpoint(directory="."):
+    """(path, why) of the checkpoint every command uses without --checkpoint (inference, demo, evals,
+    export): the last pipeline stage present in `directory`, GRPO > SFT > base, since each stage is
+    trained from the one before. Not the newest file: a copied run folder (cp -r, unzip) gets its
+    mtimes in whatever order the copy ran. An earlier stage written later (SFT rerun after GRPO) is
+    named in `why`, with the flag that picks it. (None, why) when there is none."""
+    found = [(stage, os.path.normpath(os.path.join(directory, n))) for stage, n in PIPELINE_CHECKPOINTS
+             if os.path.isfile(os.path.join(directory, n))]
+    if not found:
+        return None, f"none of {', '.join(DEFAULT_CHECKPOINTS)} in {os.path.abspath(directory)}"
+    (stage, path), rest = found[0], found[1:]
+    why = f"{stage}, the last pipeline stage here: grpo > sft > base; --checkpoint picks another"
+    t = os.path.getmtime(path)
+    later = [(s, p) for s, p in rest if os.path.getmtime(p) > t + STALE_S]
+    if later:
+        s, p = later[0]
+        why += (f". Note: {p} ({s}) was written {(os.path.getmtime(p) - t) / 60:.0f} min after it, so this "
+                f"{stage} checkpoint may come from an older {s}; --checkpoint {p} uses that one")
+    return path, why
+
+
+def newest_checkpoint(directory="."):
+    """default_checkpoint's path alone, or None."""
+    return default_checkpoint(directory)[0]
+
+
+def pick_default_checkpoint(say=eprint):
+    """default_checkpoint's path, said with why; none here is the one-line error saying how to get one."""
+    path, why = default_checkpoint()
+    if path is None:
+        die(f"no checkpoint given and {why} — {HOW_TO_GET_ONE}")
+    say(f"using {path} ({why})")
+    return path
 
 
 def load_model(path=None, tokenizer="math_tokenizer", device="auto", dtype="auto", verbose=True):
@@ -68,11 +100,7 @@ def load_model(path=None, tokenizer="math_tokenizer", device="auto", dtype="auto
     from mathlm.tokenizer import MathTokenizer
     from mathlm.train.common import load_checkpoint, model_from_checkpoint
     say = eprint if verbose else (lambda *a: None)
-    if not path:
-        path = newest_checkpoint()
-        if path is None:
-            die(f"no checkpoint given and none of {', '.join(DEFAULT_CHECKPOINTS)} in {os.getcwd()} — {HOW_TO_GET_ONE}")
-        say(f"using {path} (newest of {', '.join(DEFAULT_CHECKPOINTS)})")
+    path = path or pick_default_checkpoint(say)
     if not os.path.exists(path):
         die(f"checkpoint {path} not found — {HOW_TO_GET_ONE}")
     device = pick_device(device)
