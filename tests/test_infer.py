@@ -316,13 +316,26 @@ def test_cli_chat_keeps_history(tiny, tmp_path):
                           input="What is 2+3?\nand x^2?\n/reset\nand x^2?\n", capture_output=True, text=True,
                           env=_env(), cwd=str(tmp_path), timeout=120)
     assert proc.returncode == 0, proc.stderr
-    answers = [line.split("mathlm> ", 1)[1].strip() for line in proc.stdout.split("you> ") if "mathlm> " in line]
     a1 = chat_response(model, tok, [], "What is 2+3?", max_new_tokens=20)
     a2 = chat_response(model, tok, [("What is 2+3?", a1)], "and x^2?", max_new_tokens=20)
     a3 = chat_response(model, tok, [], "and x^2?", max_new_tokens=20)
     assert a2 != a3  # the second turn sees the first
-    assert answers == [a1, a2, a3]
+    # piped stdout is the answers alone, each stripped and ended by one newline; the labels go to stderr
+    assert proc.stdout == f"{a1}\n{a2}\n{a3}\n"
+    assert proc.stderr.count("you> ") == 5 and proc.stderr.count("mathlm> ") == 3
     assert "history cleared" in proc.stderr
+
+
+def test_cli_prints_answers_without_stray_whitespace_and_says_when_empty(capsys):
+    """The smoke model answers blanks: the terminal showed nothing at all, the demo said why."""
+    from mathlm.infer.inference import EMPTY_ANSWER, _print_stream
+    assert _print_stream(iter([" ", "\n", " \n"])) == ""
+    out, err = capsys.readouterr()
+    assert out == "\n" and EMPTY_ANSWER in err
+    assert _print_stream(iter([" 5", "x^4", "\n", "\n"])) == "5x^4"  # Q/A: " 5x^4" after "A:", no blank line
+    assert _print_stream(iter(["  2", " +", "\n", "3", "\n"]), lstrip=True) == "2 +\n3"  # chat: after "mathlm> "
+    out, err = capsys.readouterr()
+    assert out == " 5x^4\n2 +\n3\n" and err == ""
 
 
 def test_cli_bad_input_exits_nonzero(tiny, tmp_path):

@@ -7,7 +7,8 @@
 Reads: a checkpoint .pt (+ its tokenizer folder, --tokenizer) or a folder written by
 scripts/upload_hf.py. Without --checkpoint it takes the last pipeline stage's checkpoint in the
 working directory (default_checkpoint: GRPO > SFT > base) and says which and why. Writes nothing.
-The model's text goes to stdout, everything else to stderr. With the calculator (--tools, on by
+The model's text goes to stdout, one answer a line-ended block, everything else to stderr (the chat
+labels you> / mathlm> too, unless stdout is a terminal). With the calculator (--tools, on by
 default for a model trained with it) a call is shown as `[calc 48/2 = 24]`: what the model asked, and
 what mathlm/calculator.py answered (forced into the text, not sampled).
 
@@ -270,15 +271,47 @@ def chat_response(model, tok, history, message, **gen):
 # -----------------------------------------------------------------------------
 # CLI
 
-def _print_stream(pieces):
-    out = []
+EMPTY_ANSWER = "(the model gave an empty answer)"  # as the demo says it
+
+
+def _print_stream(pieces, lstrip=False):
+    """Write the answer to stdout piece by piece and return it stripped. Trailing whitespace (the
+    "\\n" an answer often ends on) is held back until text follows, so every answer ends in exactly
+    one newline; lstrip drops leading whitespace too (chat: the label already ends in a space). An
+    answer of whitespace only gets EMPTY_ANSWER on stderr, not a blank line and nothing else."""
+    out, pending, started = [], "", not lstrip
     for p in pieces:
         out.append(p)
-        sys.stdout.write(p)
-        sys.stdout.flush()  # one write per piece reaches the terminal (or pipe) now, not at exit
+        if not started:
+            p = p.lstrip()
+            started = bool(p)
+        p = pending + p
+        body = p.rstrip()
+        pending = p[len(body):]
+        if body:
+            sys.stdout.write(body)
+            sys.stdout.flush()  # one write per piece reaches the terminal (or pipe) now, not at exit
     sys.stdout.write("\n")
     sys.stdout.flush()
-    return "".join(out).strip()
+    answer = "".join(out).strip()
+    if not answer:
+        eprint(EMPTY_ANSWER)
+    return answer
+
+
+def _label(text):
+    """A chat label ("mathlm> ") on stdout only when it is a terminal: piped stdout is the model's text."""
+    f = sys.stdout if sys.stdout.isatty() else sys.stderr
+    f.write(text)
+    f.flush()
+
+
+def _ask(prompt):
+    """input(prompt) with the prompt placed as _label places it (input() alone writes it to stdout)."""
+    if sys.stdout.isatty():
+        return input(prompt)  # readline redraws the prompt it was given while the line is edited
+    _label(prompt)
+    return input()
 
 
 @cli
@@ -310,9 +343,9 @@ def main(argv=None):
     history = []
     while True:
         try:
-            msg = input("you> ")
+            msg = _ask("you> ")
         except (EOFError, KeyboardInterrupt):
-            sys.stdout.write("\n")
+            _label("\n")  # ends the "you> " line
             return history
         if msg.strip() in ("/exit", "/quit"):
             return history
@@ -328,10 +361,10 @@ def main(argv=None):
             if dropped:
                 eprint(f"(the oldest {dropped} turn(s) no longer fit the context of "
                        f"{model.config.block_size} tokens and are left out)")
-            sys.stdout.write("mathlm> ")
-            answer = _print_stream(stream_chat(model, tok, history, msg, **gen))
+            _label("mathlm> ")
+            answer = _print_stream(stream_chat(model, tok, history, msg, **gen), lstrip=True)
         except ValueError as e:  # a too-long message: say so, keep the session
-            sys.stdout.write("\n")
+            _label("\n")
             eprint(f"error: {e}")
             continue
         history.append((msg, answer))
