@@ -86,10 +86,15 @@ def test_get_batch_from_one_source(data_dir):
         mix.get_batch_from("c", "train", 1, torch.Generator())
 
 
-def test_missing_source_is_named(data_dir, capsys):
-    mix = Mixture({"a": 1, "numina": 2, "b": 0}, HASH, block_size=8, data_dir=data_dir)
+def test_missing_sources_are_named_once_with_what_to_run(data_dir, capsys):
+    """The default pretrain mix names four sources a CPU run never builds: one line, not one each."""
+    mix = Mixture({"a": 1, "numina": 2, "openr1": 0.1, "gsm8k": 0.05, "mine": 1, "b": 0}, HASH, block_size=8,
+                  data_dir=data_dir)
     out = capsys.readouterr().out
-    assert "MISSING" in out and "numina.bin" in out
+    left = [line for line in out.splitlines() if "not built here" in line]
+    assert len(left) == 1 and "numina.bin (2), openr1.bin (0.1), gsm8k.bin (0.05), mine.bin (1)" in left[0]
+    assert ("run python -m mathlm.data.download_gsm8k / python -m mathlm.data.download_numina / "
+            "python -m mathlm.data.download_openr1 here first") in left[0]
     assert "b.bin has weight 0 — not in the mix" in out
     assert mix.sources == ["a"] and mix.weights == {"a": 1.0}
 

@@ -19,8 +19,9 @@ Reads token files through mathlm.data.tokens (meta + tokenizer-hash check); noth
   tokens, 4 windows), at most half of it — the tail, not random windows, so no val token is
   ever inside a train window. A source too small for one window in each split is left out,
   with a log line saying so.
-- A missing source is named in a log line and the others are renormalised; a run with no source
-  at all stops with the list of what was looked for. Weight 0 leaves a source out (logged).
+- Missing sources are named in one log line, with the stages that build them, and the others are
+  renormalised; a run with no source at all stops with the list of what was looked for. Weight 0
+  leaves a source out (logged).
 - The memmap is re-opened for every batch, as nanoGPT does: a memmap kept open grows the
   process's resident memory as pages are touched over a long run.
 """
@@ -33,6 +34,10 @@ from mathlm.common import die
 from mathlm.data.tokens import open_tokens
 
 VAL_FRAC = 0.005
+# the stage that writes each known <name>.bin, for the one line naming what is missing
+BUILT_BY = {"train": "build_pretrain", "val": "build_pretrain", "gsm8k": "download_gsm8k", "math": "download_math",
+            "numina": "download_numina", "openr1": "download_openr1", "calculus": "generate_calculus",
+            "ml_math": "generate_ml_math", "word_problems": "generate_word_problems"}
 MIN_VAL_WINDOWS = 4
 
 
@@ -53,7 +58,7 @@ class Mixture:
         self.block_size = T = block_size
         val_paths = val_paths or {}
         self._parts = {}    # name -> {"train": (path, dtype, lo, hi), "val": (...)}
-        weights, looked, too_small = {}, [], []
+        weights, looked, too_small, missing = {}, [], [], []
         for key, w in paths_and_weights.items():
             path = _resolve(key, data_dir)
             name = _name(path)
@@ -63,8 +68,7 @@ class Mixture:
             if name in self._parts:
                 die(f"mixture names {name} twice — give each source once")
             if not os.path.exists(path):
-                print(f"mixture: MISSING {path} (weight {w:g}) — not in the mix; build it with its "
-                      "mathlm.data stage (download_*, generate_*, build_pretrain)")
+                missing.append((path, name, w))
                 continue
             if w == 0:
                 print(f"mixture: {path} has weight 0 — not in the mix")
@@ -94,6 +98,11 @@ class Mixture:
             weights[name] = float(w)
             print(f"mixture: {path} | {n:,} tokens | weight {w:g} | train {sizes['train']:,} / "
                   f"val {sizes['val']:,} ({how})")
+        if missing and self._parts:  # one line for all of them: the default mix names sources few runs build
+            stages = sorted({f"python -m mathlm.data.{BUILT_BY[n]}" for _, n, _ in missing if n in BUILT_BY})
+            print(f"mixture: not built here, left out (the rest renormalised): "
+                  f"{', '.join(f'{os.path.basename(p)} ({w:g})' for p, _, w in missing)} — to add them run "
+                  f"{' / '.join(stages) or 'their mathlm.data stage'} here first, or drop them from --mixture")
         if not self._parts and too_small:
             die(f"block_size {T}: every source is too small for one window of {T + 1} tokens in its train "
                 f"and val splits ({', '.join(too_small)}) — lower --block_size or add data")
