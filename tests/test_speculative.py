@@ -1,6 +1,6 @@
 """mathlm.infer.speculative: speculative decoding is exact (greedy token for token, sampling in
 distribution), the rejected drafts leave no trace in the KV cache, the static/compiled decode step
-gives eager's tokens.
+gives eager's tokens, and the bf16 inference weights where the CPU has native bf16.
 
 The models are tiny and trained here for a second on repetitive text (motifs repeated with noise),
 so the drafters are right often but not always: both acceptance and rejection paths run."""
@@ -99,6 +99,36 @@ def test_greedy_speculation_equals_plain_greedy(models):
     for kind, s in stats.items():
         assert 0.2 < s.acceptance < 0.98, (kind, s)  # both branches of the rule ran
         assert s.emitted == s.accepted + s.rounds  # each round: its accepted drafts and one token of its own
+
+
+class Chars:
+    """A character tokenizer over the VOCAB ids, with the last three as <|calc|> <|result|> <|/result|>:
+    what the calculator's CallTracker reads (calc_ids, encode, decode)."""
+    chars = "0123456789+*-"
+    calc_ids = (13, 14, 15)
+
+    def encode(self, text):
+        return [self.chars.index(c) if c in self.chars else 12 for c in text]
+
+    def decode(self, ids):
+        return "".join(self.chars[i] if i < 13 else " " for i in ids)
+
+
+def test_greedy_speculation_with_the_calculator_equals_plain(models):
+    """With tools, the calls' results are forced after <|result|> (drafted or sampled): the same
+    tokens as GPT.generate(tools=...), forced ones included, for both drafters and k = 1..8."""
+    target, draft = models
+    tools, forced = Chars(), 0
+    gen = torch.Generator().manual_seed(4)
+    for i in range(24):  # prompts repeating a call "<|calc|> a + b <|result|> c <|/result|>": the model copies it
+        a, b_, c = torch.randint(0, 10, (3,), generator=gen).tolist()
+        ids = ([13, a, 10, b_, 14, c, 15] * 9)[:int(torch.randint(8, BLOCK - 8, (1,), generator=gen))]
+        want = [(int(t), bool(f)) for t, f in target.generate([ids], 24, tools=tools, with_forced=True)]
+        forced += sum(f for _, f in want)
+        for kind in ("lookup", "draft"):
+            got = [int(t) for t in Decoder(kind, k=1 + i % 8, draft_model=draft).generate(target, [ids], 24, tools=tools)]
+            assert got == [t for t, _ in want], (kind, i)
+    assert forced > 20  # results were forced, not just drafted
 
 
 def test_eos_and_budget_stop_where_generate_stops(models):
@@ -290,3 +320,24 @@ def test_compiled_step_gives_eager_tokens(models):
     dec = Decoder(compile=True)
     for ids in prompts(4, seed=11):
         assert [int(t) for t in dec.generate(target, [ids], 16)] == target.generate_ids([ids], 16)[0]
+
+
+# -----------------------------------------------------------------------------
+# bf16 inference weights
+
+def test_load_model_dtype(tmp_path, monkeypatch):
+    """auto = bf16 weights where the CPU has native bf16, else fp32; decoding with them returns fp32 logits'
+    tokens; bf16 greedy agrees with fp32 on most tokens of a random model (a trained one: docs/BENCHMARKS.md)."""
+    from mathlm import common
+    from mathlm.infer.inference import load_model
+    from tests.test_infer import make_tiny
+    path, tok_dir, model, _ = make_tiny(str(tmp_path))
+    monkeypatch.setattr(common, "cpu_has_native_bf16", lambda: "avx512_bf16")
+    m, _ = load_model(path, tok_dir, device="cpu", dtype="auto", verbose=False)
+    assert m.lm_head.weight.dtype == torch.bfloat16
+    monkeypatch.setattr(common, "cpu_has_native_bf16", lambda: None)
+    m, _ = load_model(path, tok_dir, device="cpu", dtype="auto", verbose=False)
+    assert m.lm_head.weight.dtype == torch.float32
+    assert torch.equal(m.lm_head.weight, model.lm_head.weight)
+    m, _ = load_model(path, tok_dir, device="cpu", dtype="bf16", verbose=False)
+    assert m.transformer.h[0].ln_1.weight.dtype == torch.bfloat16  # RMSNorm still normalises in fp32

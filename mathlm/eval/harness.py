@@ -61,7 +61,10 @@ def output_lock(out):
     return hold_lock(out + ".json", hint="choose another --out")
 
 
-def load_for_eval(checkpoint, tokenizer_dir, device):
+def load_for_eval(checkpoint, tokenizer_dir, device, dtype="fp32"):
+    """(model, tok) in eval mode; dtype fp32 (the weights as trained: what reported scores use) | bf16 |
+    auto (bf16 where the device has native bf16: faster decoding; bf16 vs fp32 agreement in docs/BENCHMARKS.md)."""
+    from mathlm.common import pick_dtype
     from mathlm.tokenizer import MathTokenizer
     from mathlm.train.common import load_checkpoint, model_from_checkpoint
     ckpt = load_checkpoint(checkpoint)
@@ -73,7 +76,7 @@ def load_for_eval(checkpoint, tokenizer_dir, device):
         die(f"{checkpoint} was trained with tokenizer {ckpt['tokenizer_hash']}, {tokenizer_dir} is {tok.hash} "
             "— pass the matching --tokenizer")
     model = model_from_checkpoint(ckpt, device)
-    model.eval()
+    model.to(dtype=pick_dtype(device, dtype, verbose=False)).eval()
     return model, tok
 
 
@@ -122,10 +125,11 @@ def batches(lengths, max_new_tokens, block_size, batch_size):
 
 @torch.no_grad()
 def complete(model, tok, prompts, max_new_tokens=256, batch_size=32, num_samples=1,
-             temperature=0.0, top_k=None, top_p=None, seed=0, progress=None, tools=None):
+             temperature=0.0, top_k=None, top_p=None, seed=0, progress=None, tools=None, decoder=None):
     """Completions for `prompts` (strings, or token-id lists), cut at eos / next "Q:". Returns a list
     of len(prompts) lists of num_samples strings (num_samples=1: a list of strings). tools: the
-    tokenizer to run calculator calls with (GPT.generate), None for none."""
+    tokenizer to run calculator calls with (GPT.generate), None for none. decoder: a speculative.Decoder
+    (speculation runs at batch_size 1 with one sample; larger batches decode plainly)."""
     enc = [list(p) if isinstance(p, (list, tuple)) else tok.encode(p) for p in prompts]
     block = model.config.block_size
     for i, ids in enumerate(enc):
@@ -138,8 +142,9 @@ def complete(model, tok, prompts, max_new_tokens=256, batch_size=32, num_samples
         rows = [[] for _ in range(len(batch) * num_samples)]
         done = [False] * len(rows)
         # the seed follows the batch's first prompt, so a rerun with the same batch_size draws the same samples
-        gen = model.generate(batch, steps, temperature=temperature, top_k=top_k, top_p=top_p,
-                             seed=seed + idx[0], eos_id=tok.eos_id, num_samples=num_samples, tools=tools)
+        generate = model.generate if decoder is None else (lambda *a, **kw: decoder.generate(model, *a, **kw))
+        gen = generate(batch, steps, temperature=temperature, top_k=top_k, top_p=top_p,
+                       seed=seed + idx[0], eos_id=tok.eos_id, num_samples=num_samples, tools=tools)
         for t, step_tokens in enumerate(gen):
             for r, token in enumerate(step_tokens.tolist()):
                 if not done[r]:

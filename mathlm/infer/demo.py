@@ -27,7 +27,8 @@ import re
 from dataclasses import dataclass
 
 from mathlm.common import MathlmError, check_range, cli, die, parse_config
-from mathlm.infer.inference import HOW_TO_GET_ONE, default_checkpoint, load_model, stream_chat, stream_text
+from mathlm.infer.inference import (HOW_TO_GET_ONE, default_checkpoint, load_model, make_decoder, stream_chat,
+                                    stream_text)
 
 
 @dataclass
@@ -36,6 +37,10 @@ class Config:
     checkpoint: str = ""               # .pt or exported folder; "" = the last pipeline stage's here (GRPO > SFT > base)
     tokenizer: str = "math_tokenizer"  # for a .pt checkpoint
     device: str = "auto"               # auto|cuda|mps|cpu
+    dtype: str = "auto"                # auto (bf16 where the device has native bf16, else fp32)|bf16|fp32
+    speculate: str = "lookup"          # off|lookup|draft: exact speculative decoding (mathlm/infer/speculative.py)
+    spec_k: int = 4                    # tokens drafted per round
+    draft_checkpoint: str = ""         # a smaller model on the same tokenizer, for --speculate draft
     port: int = 7860                   # the page is served on host:port
     host: str = "127.0.0.1"            # 0.0.0.0 to serve your network (HF Spaces sets it itself)
     share: bool = False                # a public *.gradio.live link (needs internet)
@@ -214,9 +219,10 @@ def cut_note(finish, max_tokens, block_size):
     return ""
 
 
-def build_demo(model=None, tok=None, problem=None, title="mathlm", about=()):
+def build_demo(model=None, tok=None, problem=None, title="mathlm", about=(), decoder=None):
     """The Gradio Blocks app around a loaded (model, tok); with model None every answer is `problem`.
-    `about`: Markdown lines describing the model, shown under the title."""
+    `about`: Markdown lines describing the model, shown under the title. decoder: a
+    speculative.Decoder for every answer (None = GPT.generate)."""
     import gradio as gr
 
     block_size = model.config.block_size if model is not None else 0
@@ -225,7 +231,7 @@ def build_demo(model=None, tok=None, problem=None, title="mathlm", about=()):
 
     def gen_args(temperature, top_k, top_p, max_tokens):
         return dict(temperature=float(temperature), top_k=int(top_k), top_p=float(top_p),
-                    max_new_tokens=int(max_tokens))
+                    max_new_tokens=int(max_tokens), decoder=decoder)
 
     def answer(question, temperature, top_k, top_p, max_tokens):
         """Yields (answer box, note for after): the box streams; the note is shown when it ends."""
@@ -353,14 +359,17 @@ def build_demo(model=None, tok=None, problem=None, title="mathlm", about=()):
     return demo
 
 
-def make_demo(checkpoint="", tokenizer="math_tokenizer", device="auto", title="mathlm"):
-    """Load the model if it can be loaded, else keep the reason for the page; never raises on bad files."""
+def make_demo(checkpoint="", tokenizer="math_tokenizer", device="auto", title="mathlm", dtype="fp32",
+              speculate="off", spec_k=4, draft_checkpoint=""):
+    """Load the model if it can be loaded, else keep the reason for the page; never raises on bad files.
+    dtype / speculate / spec_k / draft_checkpoint: as inference.py's flags."""
     path, why = (checkpoint, "") if checkpoint else default_checkpoint()
     try:
         if not checkpoint and path:
             print(f"using {path} ({why})")
-        model, tok = load_model(path, tokenizer, device)
-        return build_demo(model, tok, None, title, describe(path, model, tok))
+        model, tok = load_model(path, tokenizer, device, dtype)
+        decoder = make_decoder(model, tok, speculate, spec_k, draft_checkpoint, tokenizer, device, dtype)
+        return build_demo(model, tok, None, title, describe(path, model, tok), decoder)
     except MathlmError as e:  # load_model's one-line errors: missing, corrupt, wrong architecture
         problem = str(e)
         if "not found" in problem and HOW_TO_GET_ONE not in problem:
@@ -389,7 +398,8 @@ def serve(demo, host, port, share):
 def main(argv=None):
     cfg = parse_config(Config, None, argv)
     check_range(cfg, "port", lo=1, hi=65535)
-    serve(make_demo(cfg.checkpoint, cfg.tokenizer, cfg.device), cfg.host, cfg.port, cfg.share)
+    serve(make_demo(cfg.checkpoint, cfg.tokenizer, cfg.device, dtype=cfg.dtype, speculate=cfg.speculate,
+                    spec_k=cfg.spec_k, draft_checkpoint=cfg.draft_checkpoint), cfg.host, cfg.port, cfg.share)
 
 
 if __name__ == "__main__":

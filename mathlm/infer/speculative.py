@@ -8,7 +8,8 @@ step for torch.compile (CUDA graphs).
     Decoder(compile=True)                                 # plain decoding, compiled static step
 
 `Decoder.generate` takes GPT.generate's arguments and yields the same (B,) tensors, so callers swap
-one for the other; batch > 1 or num_samples > 1 falls back to GPT.generate.
+one for the other; batch > 1 or num_samples > 1 falls back to GPT.generate. Calculator calls
+(tools=tok) work as in GPT.generate: a call's result is forced after <|result|>, never drafted.
 
 Speculative decoding (Leviathan et al. 2023, Algorithm 1). A drafter proposes k tokens with
 probabilities q; the target scores [last token, d_1 .. d_k] in ONE forward on its KV cache, which
@@ -171,9 +172,12 @@ def _budget(model, T, max_new_tokens, seed):
 
 @torch.no_grad()
 def speculative_generate(model, ids, max_new_tokens, temperature=0.0, top_k=None, top_p=None, seed=None,
-                         eos_id=None, drafter=None, k=4, stats=None):
+                         eos_id=None, tools=None, drafter=None, k=4, stats=None):
     """GPT.generate for one prompt (a list of ids) with drafts verified k at a time; yields (1,)
-    tensors, one per token, stopping where GPT.generate stops (eos, max_new_tokens, block_size)."""
+    tensors, one per token, stopping where GPT.generate stops (eos, max_new_tokens, block_size).
+    tools: as GPT.generate's (a tokenizer with calc_ids runs the calculator): after <|result|> the
+    call's result and <|/result|> are emitted as they are, not drafted or sampled, and reach the
+    cache with the next round's drafts."""
     cfg = model.config
     device = model.lm_head.weight.device
     if not ids:
@@ -185,27 +189,47 @@ def speculative_generate(model, ids, max_new_tokens, temperature=0.0, top_k=None
         return
     drafter = drafter if drafter is not None else Lookup()
     stats = stats if stats is not None else SpecStats()
+    calls = None
+    if tools is not None and getattr(tools, "calc_ids", None) is not None:
+        from mathlm.calculator import CallTracker
+        calls = CallTracker(tools, [list(ids)])
     seq = list(ids)
-    # the cache holds seq[:-1]; the newest token goes in with the next round's drafts
+    # the cache holds seq[:cache.pos], at least the newest token short: the rest goes in with the next drafts
     cache = KVCache(cfg, 1, len(ids) + n_new - 1, device=device, dtype=model.lm_head.weight.dtype)
     if len(seq) > 1:
         model(torch.tensor([seq[:-1]], device=device), cache=cache, last_only=True)
     done = 0
     while done < n_new:
+        if calls is not None and calls.pending[0]:  # a finished call: its result is forced, not sampled
+            forced, calls.pending[0] = calls.pending[0][:n_new - done], []
+            for t in forced:
+                seq.append(t)
+                done += 1
+                stats.emitted += 1
+                yield torch.tensor([t], device=device)
+            continue
         # a round yields at most len(drafts) + 1 tokens: never more than the budget left
         drafts, q = drafter.draft(seq, min(k, n_new - done - 1), temperature, top_k, top_p, generator)
         drafts = drafts[:max(0, n_new - done - 1)]
-        n = cache.pos
-        logits = model(torch.tensor([seq[-1:] + drafts], device=device), cache=cache)[0][0]  # (1 + len, vocab)
+        if calls is not None and calls.result in drafts:  # what follows <|result|> is forced, never drafted
+            drafts = drafts[:drafts.index(calls.result) + 1]
+        q = q[:len(drafts)] if q is not None else None
+        fed = seq[cache.pos:] + drafts
+        logits = model(torch.tensor([fed], device=device), cache=cache)[0][0, -len(drafts) - 1:]  # (1 + len, vocab)
         j, nxt = _verify(logits, drafts, q, temperature, top_k, top_p, generator)
-        cache.truncate(n + 1 + j)  # keep the newest token and the accepted drafts
+        cache.truncate(len(seq) + j)  # keep the sequence and the accepted drafts
         stats.rounds += 1
         stats.drafted += len(drafts)
         stats.accepted += j
-        for t in drafts[:j] + [nxt]:
+        out = drafts[:j]
+        if calls is None or not out or out[-1] != calls.result:  # after an accepted <|result|>, the result comes
+            out.append(nxt)
+        for t in out:
             seq.append(t)
             done += 1
             stats.emitted += 1
+            if calls is not None:
+                calls.advance(0, t)
             yield torch.tensor([t], device=device)
             if t == eos_id:
                 return
@@ -286,7 +310,8 @@ SPECULATE = ("off", "lookup", "draft")
 class Decoder:
     """How batch-1 decoding runs: speculate off|lookup|draft (k drafts a round; draft_model for
     "draft"), or, with speculation off, the compiled static step (compile=True). `generate` takes
-    GPT.generate's arguments; batch > 1, num_samples > 1 and calculator tools go to GPT.generate unchanged."""
+    GPT.generate's arguments; batch > 1, num_samples > 1 and with_forced go to GPT.generate unchanged
+    (the compiled step also leaves calculator calls to it)."""
 
     def __init__(self, speculate="off", k=4, draft_model=None, compile=False, max_ngram=3):
         if speculate not in SPECULATE:
@@ -304,17 +329,18 @@ class Decoder:
         return (f"Decoder(speculate={self.speculate}, k={self.k}" + (", compiled" if self.step else "") + ")")
 
     def generate(self, model, prompts, max_new_tokens, num_samples=1, tools=None, with_forced=False, **kw):
-        if tools is not None or with_forced:  # calculator-forced tokens: GPT.generate's own loop
+        one = (len(prompts) == 1 if not isinstance(prompts, torch.Tensor) else prompts.size(0) == 1)
+        if with_forced or not one or num_samples > 1:  # batches, samples, forced flags: GPT.generate's own loop
             return model.generate(prompts, max_new_tokens, num_samples=num_samples, tools=tools,
                                   with_forced=with_forced, **kw)
-        one = (len(prompts) == 1 if not isinstance(prompts, torch.Tensor) else prompts.size(0) == 1)
-        if one and num_samples == 1 and self.speculate != "off":
+        if self.speculate != "off":
             if self.draft_model is not None and self.draft_model.config.vocab_size != model.config.vocab_size:
                 raise ValueError("the draft model's vocabulary differs from the model's — draft with a model "
                                  "trained on the same tokenizer")
             drafter = Lookup(self.max_ngram) if self.speculate == "lookup" else DraftModel(self.draft_model)
             ids = prompts[0].tolist() if isinstance(prompts, torch.Tensor) else list(prompts[0])
-            return speculative_generate(model, ids, max_new_tokens, drafter=drafter, k=self.k, stats=self.stats, **kw)
-        if one and num_samples == 1 and self.step is not None and model.config.n_expert == 0:
+            return speculative_generate(model, ids, max_new_tokens, tools=tools, drafter=drafter, k=self.k,
+                                        stats=self.stats, **kw)
+        if self.step is not None and model.config.n_expert == 0 and getattr(tools, "calc_ids", None) is None:
             return static_generate(model, prompts, max_new_tokens, step=self.step, **kw)
-        return model.generate(prompts, max_new_tokens, num_samples=num_samples, **kw)
+        return model.generate(prompts, max_new_tokens, tools=tools, **kw)
