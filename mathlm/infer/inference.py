@@ -3,6 +3,7 @@
     python -m mathlm.infer.inference --prompt "Q: derivative of x^5? A:"
     python -m mathlm.infer.inference --prompt "What is 15% of 80?" --temperature 0.8 --top_p 0.95 --seed 0
     python -m mathlm.infer.inference --checkpoint out/mathlm-40m --chat      # multi-turn; /reset, /exit
+    python -m mathlm.infer.inference --prompt "d/dx x^5?" --speculate draft --draft_checkpoint small.pt
     python -m mathlm.infer.inference --prompt "48 clips, half as many in May?" --tools off   # no calculator
 Reads: a checkpoint .pt (+ its tokenizer folder, --tokenizer) or a folder written by
 scripts/upload_hf.py. Without --checkpoint it takes the last pipeline stage's checkpoint in the
@@ -53,7 +54,11 @@ class Config:
     seed: int = -1                  # -1 = fresh randomness every answer
     device: str = "auto"            # auto|cuda|mps|cpu
     tools: str = "auto"             # auto|on|off: the calculator computes calls (auto: on if the tokenizer has its tokens)
-    dtype: str = "auto"             # auto (bf16 on CUDA, else fp32)|bf16|fp32
+    dtype: str = "auto"             # auto (bf16 where the device has native bf16: CUDA, avx512_bf16/AMX CPUs; else fp32)|bf16|fp32
+    speculate: str = "lookup"       # off|lookup (drafts copied from the text so far)|draft (--draft_checkpoint); exact either way
+    spec_k: int = 4                 # tokens drafted per round (one target forward verifies them all)
+    draft_checkpoint: str = ""      # a smaller model on the same tokenizer, for --speculate draft
+    compile: bool = False           # torch.compile a static-shape decode step (CUDA graphs on a GPU) for --speculate off
 
 
 # -----------------------------------------------------------------------------
@@ -94,8 +99,9 @@ def pick_default_checkpoint(say=eprint):
     return path
 
 
-def load_model(path=None, tokenizer="math_tokenizer", device="auto", dtype="auto", verbose=True):
+def load_model(path=None, tokenizer="math_tokenizer", device="auto", dtype="fp32", verbose=True):
     """(model, tok) from a mathlm checkpoint .pt or an exported Qwen3 folder, in eval mode on `device`.
+    dtype: fp32 (the weights as trained) | bf16 | auto (bf16 where the device has native bf16, else fp32).
     Bad input (missing, corrupt, another architecture, tokenizer mismatch) exits with a one-line error."""
     from mathlm.model.gpt import GPT, GPTConfig
     from mathlm.tokenizer import MathTokenizer
@@ -144,9 +150,10 @@ def load_model(path=None, tokenizer="math_tokenizer", device="auto", dtype="auto
         stage = ckpt.get("stage", "?")
         if tok.vocab_size > model.config.vocab_size:
             die(f"tokenizer has {tok.vocab_size} tokens, the model only {model.config.vocab_size} — wrong --tokenizer")
-    # the weights are cast, not autocast: on CPU 'auto' stays fp32, so answers match the fp32 evals and
-    # tests; bf16 weights for CPU decoding were never measured
-    dt = pick_dtype(device, "fp32" if dtype == "auto" and device == "cpu" else dtype, verbose=False)
+    # the weights are cast, not autocast: decoding reads every weight once per token, so bf16 halves the
+    # bytes (1.85x tok/s at 40M on a CPU with avx512_bf16, issue 17). RMSNorm normalises in fp32 and
+    # sampling works on fp32 probabilities either way (gpt.py); greedy agreement with fp32: docs/BENCHMARKS.md
+    dt = pick_dtype(device, dtype, verbose=False)
     model = model.to(device=device, dtype=dt).eval()
     say(f"loaded {path} | stage {stage} | {model.num_params() / 1e6:.2f}M params | "
         f"context {model.config.block_size} | device {device} | dtype {str(dt).replace('torch.', '')}")
@@ -200,7 +207,8 @@ def _held_back(text):
     return 0
 
 
-def stream_ids(model, tok, ids, max_new_tokens=256, temperature=0.0, top_k=0, top_p=1.0, seed=None, tools="auto"):
+def stream_ids(model, tok, ids, max_new_tokens=256, temperature=0.0, top_k=0, top_p=1.0, seed=None, tools="auto",
+               decoder=None):
     """Yield the completion of prompt `ids` as text pieces, as the tokens are sampled.
 
     The whole completion is decoded every step and only the new suffix is yielded: a token can be
@@ -211,14 +219,16 @@ def stream_ids(model, tok, ids, max_new_tokens=256, temperature=0.0, top_k=0, to
     GPT.generate takes (the tokenizer, or None); calls are shown as `[calc 48/2 = 24]`
     (tools.render_calls), each once it is finished.
     Returns (the generator's return value, for the demo's note) why it ended: "stop" (the model
-    ended it), "length" (max_new_tokens) or "context" (prompt + answer filled block_size)."""
+    ended it), "length" (max_new_tokens) or "context" (prompt + answer filled block_size).
+    decoder: a speculative.Decoder (speculation, compiled step), or None for GPT.generate."""
     check_prompt(model, ids)
     tools = tools_for(tools, tok) if isinstance(tools, str) else tools
     finish = "length" if max_new_tokens <= model.config.block_size - len(ids) else "context"
     seed = None if seed is None or seed < 0 else seed
     new, text, sent = [], "", 0
-    for t in model.generate([ids], max_new_tokens, temperature=temperature, top_k=top_k or None,
-                            top_p=top_p if top_p < 1.0 else None, seed=seed, eos_id=tok.eos_id, tools=tools):
+    generate = model.generate if decoder is None else (lambda *a, **kw: decoder.generate(model, *a, **kw))
+    for t in generate([ids], max_new_tokens, temperature=temperature, top_k=top_k or None,
+                      top_p=top_p if top_p < 1.0 else None, seed=seed, eos_id=tok.eos_id, tools=tools):
         t = int(t[0])
         if t in tok.special_ids:
             finish = "stop"
@@ -266,6 +276,25 @@ def stream_chat(model, tok, history, message, **gen):
 
 def chat_response(model, tok, history, message, **gen):
     return "".join(stream_chat(model, tok, history, message, **gen)).strip()
+
+
+def make_decoder(model, tok, speculate="off", k=4, draft_checkpoint="", tokenizer="math_tokenizer",
+                 device="auto", dtype="fp32", compile=False, verbose=True):
+    """The speculative.Decoder the flags ask for; a draft model is loaded like the model and must
+    share its tokenizer. Bad flags exit with a one-line error."""
+    from mathlm.infer.speculative import SPECULATE, Decoder
+    if speculate not in SPECULATE:
+        die(f"--speculate {speculate}: use one of {'|'.join(SPECULATE)}")
+    if k < 1:
+        die(f"--spec_k {k}: draft at least 1 token a round")
+    draft = None
+    if speculate == "draft":
+        if not draft_checkpoint:
+            die("--speculate draft needs --draft_checkpoint PATH (a smaller model on the same tokenizer)")
+        draft, dtok = load_model(draft_checkpoint, tokenizer, device, dtype, verbose)
+        if dtok.hash != tok.hash or draft.config.vocab_size != model.config.vocab_size:
+            die(f"{draft_checkpoint} uses another tokenizer than the model — draft with a model trained on the same one")
+    return Decoder(speculate, k=k, draft_model=draft, compile=compile)
 
 
 # -----------------------------------------------------------------------------
@@ -326,9 +355,11 @@ def main(argv=None):
     if not cfg.chat and not cfg.prompt.strip():
         die("nothing to answer: the prompt is empty — pass --prompt \"Q: d/dx x^5? A:\" or --chat")
     model, tok = load_model(cfg.checkpoint or None, cfg.tokenizer, cfg.device, cfg.dtype)
+    decoder = make_decoder(model, tok, cfg.speculate, cfg.spec_k, cfg.draft_checkpoint, cfg.tokenizer,
+                           cfg.device, cfg.dtype, cfg.compile)
     gen = dict(tools=tools_for(cfg.tools, tok),
                max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_k=cfg.top_k,
-               top_p=cfg.top_p, seed=cfg.seed)
+               top_p=cfg.top_p, seed=cfg.seed, decoder=decoder)
     if not cfg.chat:
         prompt = cfg.prompt if cfg.raw else as_prompt(cfg.prompt)
         ids = tok.encode(prompt)
