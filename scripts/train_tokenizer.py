@@ -115,7 +115,8 @@ def run(cfg, files, mb):
     t0 = time.time()
     tok = MathTokenizer.train(iter_texts(files, cfg.max_mb), vocab_size=cfg.vocab_size,
                               min_frequency=cfg.min_frequency, show_progress=sys.stderr.isatty(), tools=cfg.tools)
-    if not json.loads(tok.tk.to_str())["model"]["merges"]:  # a bytes-only tokenizer: 0 merges learned
+    merges = json.loads(tok.tk.to_str())["model"]["merges"]
+    if not merges:  # a bytes-only tokenizer: 0 merges learned
         die(f"no merge learned from {mb:,.3f} MB of text (vocab {tok.vocab_size}) — give more text "
             "or a larger --vocab_size")
     out = os.path.abspath(cfg.out_dir.rstrip("/"))
@@ -130,6 +131,10 @@ def run(cfg, files, mb):
     probe = "∇f = 2x, ∫ x^2 dx"
     pieces = [tok.id_to_token(i) for i in tok.encode(probe)]
     print(f"vocab {tok.vocab_size:,} | hash {tok.hash} | {time.time() - t0:.1f}s | {probe!r} → {len(pieces)} tokens")
+    if tok.vocab_size < cfg.vocab_size:  # BPE stops when the most frequent pair left is below min_frequency
+        print(f"vocab {tok.vocab_size:,}, not the {cfg.vocab_size:,} asked: after {len(merges):,} merges no pair of "
+              f"adjacent tokens within a word occurs {cfg.min_frequency}+ times in this {mb:,.1f} MB "
+              "(--min_frequency); more text gives more merges")
     print(f"wrote {cfg.out_dir}/ (tokenizer.json, vocab.json, merges.txt, tokenizer_config.json)")
     return tok
 
