@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from mathlm.common import atomic_write, cli, die, hold_lock, human, parse_config  # noqa: E402
+from mathlm.common import atomic_write, cli, die, hold_lock, human, parse_config, remove_orphans  # noqa: E402
 from mathlm.format import qa_prompt  # noqa: E402
 from mathlm.infer.export import HF_DENSE, HF_MOE, export_folder  # noqa: E402
 from mathlm.infer.inference import DEFAULT_CHECKPOINTS, newest_checkpoint  # noqa: E402
@@ -303,6 +303,8 @@ def export(cfg, path):
 
     from mathlm.tokenizer import MathTokenizer
     from mathlm.train.common import load_checkpoint
+    for f in glob.glob(os.path.join(glob.escape(cfg.out_dir), "*.tmp.*")):  # a killed export's temp files
+        remove_orphans(f.rsplit(".tmp.", 1)[0])
     ckpt = load_checkpoint(path)
     try:
         tok = MathTokenizer.load(cfg.tokenizer)
