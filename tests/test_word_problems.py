@@ -106,7 +106,7 @@ def test_levels_flag_and_bad_flags(tmp_path):
     assert out["train"] == 40
     rows = [json.loads(ln) for ln in open(tmp_path / "word_problems.jsonl")]
     assert {r["level"] for r in rows} == {4}
-    for bad in (["--levels", "5"], ["--calls", "maybe"], ["--n", "0"]):
+    for bad in (["--levels", "5"], ["--calls", "maybe"], ["--n", "0"], ["--seed", "-1"]):
         with pytest.raises(SystemExit):
             wp.main([*bad, "--text_only", "--out_dir", str(tmp_path)])
 

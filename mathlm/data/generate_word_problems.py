@@ -21,7 +21,7 @@ The answer is one sentence a step, as GSM8K writes them, each step "expr = resul
 between (mathlm/format.py): "He pays 12*7 = <|calc|>12*7<|result|>84<|/result|>$84 for the pens."
 and ends "#### <final>". --calls off writes "12*7 = $84". Records: question, answer, final (an
 integer or a terminating decimal, as the calculator prints it), kind "number", topic, level,
-params (the inputs, numbers as exact strings).
+params (the inputs: counts as integers, prices as exact strings such as "12.25").
 
 Verified twice before a problem is kept: the final equals a closed-form solution of the params
 (`solve`, written separately from the step-by-step text, exact Fractions), and the calculator
@@ -37,7 +37,7 @@ import time
 from dataclasses import dataclass
 from fractions import Fraction
 
-from mathlm.common import cli, die, parse_config
+from mathlm.common import SEED_MAX, check_range, cli, die, parse_config
 from mathlm.data.generate_calculus import write_outputs
 from mathlm.data.generate_ml_math import num
 from mathlm.format import CALL, calc_call
@@ -487,8 +487,9 @@ def generate(n, seed, levels=LEVELS, calls=True, progress=False, stats=None):
 @cli
 def main(argv=None):
     cfg = parse_config(Config, PRESETS, argv)
-    if cfg.n < 1 or cfg.n_test < 0:
-        die(f"--n must be ≥ 1 and --n_test ≥ 0 (got {cfg.n}, {cfg.n_test})")
+    check_range(cfg, "n", lo=1)
+    check_range(cfg, "n_test", lo=0)
+    check_range(cfg, "seed", lo=0, hi=SEED_MAX)
     if cfg.calls not in ("on", "off"):
         die(f"--calls {cfg.calls!r}: choose on or off")
     try:
