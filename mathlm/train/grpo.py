@@ -62,7 +62,7 @@ from mathlm.calculator import forced_mask
 from mathlm.format import STOP_STRINGS, cut_completion, qa_prompt, strip_calls
 from mathlm.train.common import (check_compatible, check_finite_model, get_lr, init_wandb, load_checkpoint,
                                  model_from_checkpoint, save_checkpoint, setup, stop_if_diverged, throughput,
-                                 throughput_line, validate_optim, writer_lock)
+                                 throughput_line, validate_optim, writer_lock, exit_if_distributed)
 from mathlm.train.pretrain import maybe_compile
 
 
@@ -545,7 +545,9 @@ def main(argv=None):
     cfg = parse_config(Config, PRESETS, argv)
     validate(cfg)
     with writer_lock(cfg.out):  # a second run on this --out stops here, before anything is loaded
-        return run(cfg)
+        history = run(cfg)
+    exit_if_distributed()  # under torchrun the process ends here, not in the interpreter's teardown
+    return history
 
 
 def run(cfg):

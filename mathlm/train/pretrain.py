@@ -29,7 +29,7 @@ import torch
 from mathlm.common import autocast, check_range, cli, config_dict, die, parse_config
 from mathlm.train.common import (DIVERGED, check_compatible, check_finite_model, get_lr, init_wandb, load_checkpoint,
                                  save_checkpoint, setup, stop_if_diverged, throughput, throughput_line,
-                                 validate_optim, writer_lock)
+                                 validate_optim, writer_lock, exit_if_distributed)
 
 DEFAULT_MIXTURE = ("train.bin:0.6,numina.bin:0.1,openr1.bin:0.1,math.bin:0.05,gsm8k.bin:0.05,"
                    "calculus.bin:0.05,ml_math.bin:0.05")
@@ -159,7 +159,9 @@ def main(argv=None):
     cfg = parse_config(Config, PRESETS, argv)
     validate(cfg)
     with writer_lock(cfg.out):  # a second run on this --out stops here, before anything is loaded
-        return run(cfg)
+        history = run(cfg)
+    exit_if_distributed()  # under torchrun the process ends here, not in the interpreter's teardown
+    return history
 
 
 def run(cfg):

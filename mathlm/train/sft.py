@@ -49,7 +49,7 @@ import torch.nn.functional as F
 from mathlm.common import autocast, check_range, cli, config_dict, die, parse_config
 from mathlm.train.common import (DIVERGED, check_compatible, check_finite_model, get_lr, init_wandb,
                                  load_checkpoint, model_from_checkpoint, save_checkpoint, setup, stop_if_diverged,
-                                 throughput, throughput_line, validate_optim, writer_lock)
+                                 throughput, throughput_line, validate_optim, writer_lock, exit_if_distributed)
 from mathlm.train.pretrain import maybe_compile, parse_mixture
 
 DEFAULT_MIXTURE = "calculus:1,ml_math:1,word_problems:1,gsm8k:1,math:1,numina:0.5,openr1:0.5"
@@ -303,7 +303,9 @@ def main(argv=None):
     cfg = parse_config(Config, PRESETS, argv)
     validate(cfg)
     with writer_lock(cfg.out):  # a second run on this --out stops here, before anything is loaded
-        return run(cfg)
+        history = run(cfg)
+    exit_if_distributed()  # under torchrun the process ends here, not in the interpreter's teardown
+    return history
 
 
 def run(cfg):
