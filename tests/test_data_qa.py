@@ -212,6 +212,27 @@ def test_hub_failure_without_source_is_one_line(tmp_path, monkeypatch):
         assert msg.endswith("pass --source PATH with local jsonl/parquet files in the hub schema")
 
 
+def test_unreachable_hub_fails_in_seconds(tmp_path):
+    """Offline, download_gsm8k spent 25 s on huggingface_hub's retries before its one-line error: now
+    one probe (here made to fail, so no network is touched), then datasets' offline mode."""
+    import subprocess
+    import sys
+    import time
+    code = ("import mathlm.pipeline as p; p.hub_reachable = lambda timeout=3.0: False\n"
+            "from mathlm.data import download_gsm8k; download_gsm8k.main(['--out_dir', '.', '--text_only'])")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))}
+    env.update(PYTHONPATH=os.path.abspath(os.path.join(os.path.dirname(__file__), "..")), OMP_NUM_THREADS="1",
+               HF_HOME=str(tmp_path / "hf"))  # an empty cache: nothing to fall back on
+    t0 = time.time()
+    p = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 1 and time.time() - t0 < 15, (time.time() - t0, p.stderr[-500:])
+    err = p.stderr.strip()
+    assert "\n" not in err and "huggingface.co is unreachable" in err and err.endswith(
+        "pass --source PATH with local jsonl/parquet files in the hub schema")
+    assert not [f for f in os.listdir(tmp_path) if f.endswith(".jsonl")]  # nothing written
+
+
 # -----------------------------------------------------------------------------
 # decontamination
 

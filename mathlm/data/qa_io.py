@@ -142,9 +142,23 @@ def load_local(path, columns=None):
     return out
 
 
+def offline_unless_reachable():
+    """Call before `import datasets`. Offline, huggingface_hub retries the host 5 times with backoff
+    before load_dataset gives up (25 s measured for download_gsm8k); one quick probe first (the
+    pipeline's), and when it fails HF_HUB_OFFLINE=1 for this process (read when datasets is first
+    imported): a dataset in the local cache still loads, anything else fails at once. Returns
+    whether the hub answered."""
+    from mathlm.pipeline import hub_reachable
+    if hub_reachable():
+        return True
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    return False
+
+
 def load_hub(hub_id, configs=(None,), columns=None):
     """Every split of `hub_id` (each config in turn, concatenated) → {split: rows}.
     Any failure (offline, renamed, gated) ends in one line saying how to use local files."""
+    reachable = offline_unless_reachable()
     import datasets
     out = {}
     for config in configs:
@@ -152,7 +166,8 @@ def load_hub(hub_id, configs=(None,), columns=None):
         try:
             dd = datasets.load_dataset(hub_id, config)
         except Exception as e:  # network, auth, schema: the same way out for all of them
-            die(f"could not load {what} from the hub ({_short(e)}) — {HUB_HINT}")
+            why = "" if reachable else "; huggingface.co is unreachable and it is not in the datasets cache"
+            die(f"could not load {what} from the hub ({_short(e)}{why}) — {HUB_HINT}")
         for split, ds in dd.items():
             cols = [c for c in columns if c in ds.column_names] if columns else ds.column_names
             rows = ds.select_columns(cols).to_list()
