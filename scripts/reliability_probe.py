@@ -75,6 +75,8 @@ PICKLE = ("python -c \"import os, torch\nclass P:\n    def __reduce__(self):\n"
 NESTED = "python -c \"print('{\\\"question\\\": \\\"q\\\", \\\"answer\\\": ' + '['*100000 + ']'*100000 + '}')\""
 RANDOM_SAME_SIZE = "head -c $(stat -c%s {f}) /dev/urandom > {f}.new && mv {f}.new {f}"
 NO_ORPHAN = "! ls {f}.tmp.* >/dev/null 2>&1"
+FINITE = ("python -c \"import sys, torch; c = torch.load('{f}', weights_only=True); "
+          "sys.exit(any(not torch.isfinite(v).all() for v in c['model'].values() if v.is_floating_point()))\"")
 # two writers of one output: A starts, B starts once A has printed a line (so A holds its lock); the
 # case's outcome is B's; A is stopped afterwards. check: B's message names A's pid
 TWO = ("{a} > a.log 2>&1 & A=$!; echo $A > a.pid; "
@@ -99,6 +101,14 @@ CASES = [
          expect="error", keep=["checkpoint.pt"]),
     dict(name="D5/pretrain/diverge-lr-1e12-resume", setup="", command=f"{PRE} --resume --max_steps 40 --lr 1e12",
          expect="error", keep=["checkpoint.pt"]),
+    # a finite --lr that diverges: either the run stops at the first non-finite loss, or it stays finite;
+    # never a non-finite checkpoint
+    dict(name="D5/pretrain/diverge-lr-1-no-clip-resume", setup="",
+         command=f"{PRE} --resume --max_steps 40 --lr 1 --min_lr 1 --grad_clip 0 --warmup_steps 0", expect="any",
+         check=FINITE.format(f="checkpoint.pt")),
+    dict(name="D5/sft/diverge-lr-1-no-clip-resume", setup="",
+         command=f"{SFT} --resume --max_steps 38 --lr 1 --min_lr 1 --grad_clip 0 --warmup_steps 0", expect="any",
+         check=FINITE.format(f="checkpoint_mathlm.pt")),
     dict(name="D5/sft/nan-init-checkpoint", setup=_edit_ckpt("checkpoint.pt", "checkpoint.pt", NAN_WEIGHTS),
          command=f"{SFT} --max_steps 3", expect="error", keep=["checkpoint_mathlm.pt"]),
     dict(name="D5/sft/diverge-lr-1e12-resume", setup="", command=f"{SFT} --resume --max_steps 34 --lr 1e12",
