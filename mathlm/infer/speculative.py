@@ -245,6 +245,8 @@ class StaticCache:
     def __init__(self, cache):
         self.k, self.v = cache.k, cache.v
         self.slot = None
+        for t in self.k + self.v:  # written in place every step: CUDA graphs must keep their addresses, not
+            torch._dynamo.mark_static_address(t)  # skip the graph for mutated inputs (as transformers' StaticCache)
 
     def update(self, layer, k, v):
         self.k[layer].index_copy_(2, self.slot, k)
