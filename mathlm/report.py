@@ -10,7 +10,8 @@ eval_base / eval_sft / eval_grpo .json (per-domain accuracy) and .jsonl (one row
 the topic tables and the samples), eval_gsm8k.json (GSM8K few-shot).
 Writes: report.md (with the plots embedded), report.json (every number in it),
 report_pretrain_loss.png, report_sft_loss.png, report_grpo_reward.png, report_grpo_signal.png.
-A missing input leaves its section saying "not run" rather than failing.
+A missing input leaves its section saying "not run" rather than failing. The last section,
+"Try it", names the checkpoints here and the commands that use them.
 
 The per-topic p-values are exact McNemar tests on the problems both checkpoints answered,
 paired by (domain, index): the eval takes the same seeded subset for every checkpoint.
@@ -27,7 +28,7 @@ from mathlm.common import SEED_MAX, atomic_write, atomic_write_json, check_range
 from mathlm.eval.stats import mcnemar_exact, wilson_interval
 
 SECTIONS = ["Model", "Data", "Datasets skipped", "Stages", "Hyperparameters", "Pretraining", "SFT", "GRPO",
-            "Accuracy", "Per-topic accuracy", "Samples", "Hardware"]
+            "Accuracy", "Per-topic accuracy", "Samples", "Hardware", "Try it"]
 EVALS = [("base", "eval_base.json"), ("SFT", "eval_sft.json"), ("GRPO", "eval_grpo.json")]
 TAGS = [t for t, _ in EVALS]
 TRAINERS = [("pretrain", "checkpoint.json"), ("sft", "checkpoint_mathlm.json"), ("grpo", "checkpoint_mathlm_grpo.json")]
@@ -88,8 +89,22 @@ def curve(history, keys):
     return [], []
 
 
-def plot(path, series, title, ylabel):
-    """series: {label: (xs, ys)}; returns the path, or None when there is nothing to draw."""
+def domain_curves(history, key="val"):
+    """{domain: (steps, values)} of the per-domain numbers a history logs as {key: {domain: value}} (SFT's val)."""
+    out = {}
+    for h in history or []:
+        if isinstance(h, dict) and "step" in h and isinstance(h.get(key), dict):
+            for d, v in h[key].items():
+                if isinstance(v, (int, float)) and not isinstance(v, bool) and v == v:
+                    xs, ys = out.setdefault(d, ([], []))
+                    xs.append(h["step"])
+                    ys.append(v)
+    return out
+
+
+def plot(path, series, title, ylabel, logy=False):
+    """series: {label: (xs, ys)}; returns the path, or None when there is nothing to draw. logy: a log
+    y axis, for losses: on a linear one the first steps' 9-10 nats squash everything below 1."""
     series = {k: v for k, v in series.items() if v[0]}
     if not series:
         return None
@@ -102,8 +117,17 @@ def plot(path, series, title, ylabel):
     ax.set_title(title)
     ax.set_xlabel("step")
     ax.set_ylabel(ylabel)
-    ax.grid(alpha=0.3)
-    ax.legend()
+    if logy and all(y > 0 for _, ys in series.values() for y in ys):
+        from matplotlib.ticker import LogFormatter
+
+        class Plain(LogFormatter):  # LogFormatter's choice of ticks to label (minor ones on a short range)
+            def __call__(self, x, pos=None):  # written "0.6", "3", not 6e-01, 3×10⁰
+                return f"{x:g}" if super().__call__(x, pos) else ""
+        ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(Plain(labelOnlyBase=False))
+        ax.yaxis.set_minor_formatter(Plain(labelOnlyBase=False))
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize="small")
     fig.tight_layout()
     tmp = path + ".tmp.png"
     fig.savefig(tmp)
@@ -164,14 +188,29 @@ def level_name(level):
 # -----------------------------------------------------------------------------
 # sections: each returns (the data for report.json, its markdown lines)
 
-def model_section(pre):
+def tokenizer_vocab(path="math_tokenizer"):
+    """The tokenizer's own vocab size (tokens, not the model's padded rows), or None when it is not here."""
+    try:
+        from mathlm.tokenizer import MathTokenizer
+        return MathTokenizer.load(path).vocab_size
+    except (ValueError, ImportError):
+        return None
+
+
+def model_section(pre, tok_vocab=None):
     if not pre or not pre.get("model_config"):
         return None, [NOT_RUN]
     m = {"n_params": pre.get("n_params"), **pre["model_config"]}
     g = m.get
+    vocab = g("vocab_size") or 0
+    # pretrain pads the embedding to a multiple of 64 (aligned matmuls): the two numbers differ on purpose
+    pad = (f" (the tokenizer's {tok_vocab:,} tokens padded to a multiple of 64 for aligned matmuls)"
+           if tok_vocab and tok_vocab < vocab == (tok_vocab + 63) // 64 * 64 else "")
+    if tok_vocab:
+        m["tokenizer_vocab_size"] = tok_vocab
     line = (f"{(g('n_params') or 0) / 1e6:.2f}M parameters: {g('n_layer')} layers × {g('n_embd')}, "
             f"{g('n_head')} query / {g('n_kv_head')} KV heads, SwiGLU {g('ffn_hidden')}, "
-            f"context {g('block_size')}, vocab {g('vocab_size') or 0:,}"
+            f"context {g('block_size')}, vocab {vocab:,}{pad}"
             + (f", MoE {g('n_expert')} experts top-{g('expert_top_k')}" if g("n_expert") else "") + ".")
     return m, [line]
 
@@ -194,7 +233,7 @@ def data_section(state):
             src = ", ".join(os.path.basename(str(s.get("path", s) if isinstance(s, dict) else s))
                             for s in (r["sources"] or [])[:4])
             md.append(f"| {r['name']}.bin | {r['tokens'] or 0:,} | {num(r['examples'])} "
-                      f"| {r['decontam_dropped'] or 0} | {src} |")
+                      f"| {num(r['decontam_dropped'] or 0)} | {src} |")
     else:
         md.append(f"{NOT_RUN} (no *.meta.json here)")
     datasets = state.get("datasets") or {}
@@ -240,15 +279,22 @@ def throughput(name, ck, state):
 
 
 def stages_section(state, ckpts):
-    stages = {k: {"seconds": round(v.get("seconds", 0.0), 1), "status": v.get("status")}
-              for k, v in (state.get("stages") or {}).items() if isinstance(v, dict)}
+    stages = {}
+    for k, v in (state.get("stages") or {}).items():
+        if not isinstance(v, dict) or (k == "report" and v.get("status") == "running"):
+            continue  # the pipeline marks its report stage running before it starts this very program
+        status = "interrupted" if v.get("status") == "running" else v.get("status")  # no other stage runs now
+        stages[k] = {"seconds": round(v.get("seconds", 0.0), 1), "status": status}
     thr = {name: throughput(name, ckpts[name], state) for name, _ in TRAINERS}
     md = []
     if stages:
         md += ["| stage | wall time | status |", "|---|---|---|"]
         md += [f"| {k} | {v['seconds']:.1f}s | {v['status'] or '–'} |" for k, v in stages.items()]
         total = sum(v["seconds"] for v in stages.values())
-        md += [f"| **total** | **{total / 60:.1f} min** | |", ""]
+        md += [f"| **total** | **{total / 60:.1f} min** | |", "",
+               "Wall times as `python -m mathlm.pipeline` measured them, summed over its runs of each stage: a "
+               "stage run by hand is not counted, so one the pipeline only resumed afterwards shows just the resume.",
+               ""]
     else:
         md += [f"Stage wall times: {NOT_RUN} (no pipeline.json)", ""]
     if any(ckpts.values()):
@@ -294,6 +340,11 @@ def loss_section(ck, what, png, title):
          "val_loss_end": vals[-1] if vals else None}
     md = [f"{r['steps'] or 0:,} steps; {what} {vals[0]:.3f} → {vals[-1]:.3f}." if vals
           else f"{r['steps'] or 0:,} steps; no {what} logged."]
+    by_domain = domain_curves(ck.get("history"))  # SFT: the val loss of each domain, as its trainer prints it
+    if by_domain:
+        r["val_loss_by_domain"] = {d: {"start": ys[0], "end": ys[-1]} for d, (_, ys) in by_domain.items()}
+        md.append("Per domain: " + ", ".join(f"{d} {ys[0]:.3f} → {ys[-1]:.3f}" for d, (_, ys) in by_domain.items())
+                  + " (a rise is forgetting).")
     if png:
         md += ["", f"![{title} loss]({png})"]
     return r, md
@@ -527,6 +578,25 @@ def samples_section(rows, k, seed):
     return out, md
 
 
+def try_section():
+    """The checkpoints here and the commands that use them (the same default checkpoint rule as they)."""
+    from mathlm.infer.inference import PIPELINE_CHECKPOINTS, default_checkpoint
+    here = [(stage, n) for stage, n in PIPELINE_CHECKPOINTS if os.path.isfile(n)]
+    if not here:
+        return None, [f"{NOT_RUN} (no checkpoint*.pt here)"]
+    path, why = default_checkpoint()
+    upload = os.path.relpath(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                          "scripts", "upload_hf.py"))
+    cmds = {"chat": "python -m mathlm.infer.inference --chat", "demo": "python -m mathlm.infer.demo",
+            "export": f"python {upload} --out_dir mathlm-hf"}
+    md = ["Checkpoints here: " + ", ".join(f"`{n}` ({s})" for s, n in here) + f". Without --checkpoint the "
+          f"commands below use `{path}` ({why}). Run them from this folder:", "",
+          f"- `{cmds['chat']}` — ask questions in the terminal; `--prompt \"d/dx x^5?\"` for one answer",
+          f"- `{cmds['demo']}` — the same in the browser, with its accuracy on the page",
+          f"- `{cmds['export']}` — a folder `transformers` loads with no custom code (`--repo_id` uploads it)"]
+    return {"checkpoints": dict((s, n) for s, n in here), "default": path, "commands": cmds}, md
+
+
 def hardware():
     import torch
     hw = {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
@@ -558,13 +628,15 @@ def main(argv=None):
     gsm8k = gsm8k if isinstance(gsm8k, dict) else None
     pre, sft = ckpts["pretrain"], ckpts["sft"]
 
+    sft_val = {f"val {d}": c for d, c in domain_curves(sft and sft.get("history")).items()}
     plots = {"pretrain": plot(f"{cfg.out}_pretrain_loss.png", {"train": curve(pre and pre.get("history"), "loss"),
                                                                "val": curve(pre and pre.get("history"), "val_loss")},
-                              "pretraining loss", "loss (nats/token)"),
+                              "pretraining loss", "loss (nats/token, log scale)", logy=True),
              "sft": plot(f"{cfg.out}_sft_loss.png", {"train (answer tokens)": curve(sft and sft.get("history"), "loss"),
-                                                     "val": curve(sft and sft.get("history"), "val_loss")},
-                         "SFT loss", "loss (nats/token)")}
-    model, md_model = model_section(pre)
+                                                     "val (mean of domains)" if sft_val else "val":
+                                                     curve(sft and sft.get("history"), "val_loss"), **sft_val},
+                         "SFT loss", "loss (nats/token, log scale)", logy=True)}
+    model, md_model = model_section(pre, tokenizer_vocab())
     data, datasets, md_data = data_section(state)
     skipped, md_skipped = skipped_section(state)
     stages, thr, md_stages = stages_section(state, ckpts)
@@ -579,14 +651,15 @@ def main(argv=None):
     md_hw = [f"{hw.get('gpu', 'no GPU')}; {hw['cpu_count']} CPU cores ({hw['processor']}); "
              f"{hw.get('memory_gb', '?')} GB RAM; {hw['platform']}; Python {hw['python']}; torch {hw['torch']}."]
     plots.update(grpo_plots)
+    try_it, md_try = try_section()
 
     rep = {"preset": state.get("preset", cfg.preset), "hardware": hw, "datasets": datasets, "skipped": skipped,
            "model": model, "data": data, "stages": stages, "throughput": thr, "hyperparameters": hp,
            "pretrain": pre_r, "sft": sft_r, "grpo": grpo_r, "accuracy": acc, "majority": majority,
            "strict_vs_flexible": flexible, "gsm8k_2shot": gsm8k, "topics": topics, "samples": samples,
-           "plots": {k: v for k, v in plots.items() if v}}
+           "try_it": try_it, "plots": {k: v for k, v in plots.items() if v}}
     bodies = dict(zip(SECTIONS, [md_model, md_data, md_skipped, md_stages, md_hp, md_pre, md_sft, md_grpo, md_acc,
-                                 md_topics, md_samples, md_hw]))
+                                 md_topics, md_samples, md_hw, md_try]))
     md = [f"# mathlm report card — preset `{rep['preset']}`", ""]
     for title in SECTIONS:
         body = list(bodies[title])
@@ -595,7 +668,8 @@ def main(argv=None):
         md += [f"## {title}", "", *body, ""]
     atomic_write(f"{cfg.out}.md", "\n".join(md))
     atomic_write_json(f"{cfg.out}.json", rep)
-    print(f"wrote {cfg.out}.md and {cfg.out}.json ({len(rep['plots'])} plots)")
+    print(f"wrote {cfg.out}.md and {cfg.out}.json ({len(rep['plots'])} plots)"
+          + (f" | try the model: {try_it['commands']['chat']}" if try_it else ""))
     return rep
 
 

@@ -67,7 +67,9 @@ def write_checkpoints(d):
                        {"step": 30, "val_loss": 3.5}]}
     sft = {"step": 12, "stage": "sft", "model_config": MODEL, "config": {"lr": 1e-4, "epochs": 2},
            "tokens": 50_000, "train_seconds": 25.0, "tokens_per_s": 2000.0,
-           "history": [{"step": 6, "loss": 2.0, "tok_s": 1.0}, {"step": 12, "val_loss": 1.5}]}
+           "history": [{"step": 0, "val_loss": 2.5, "val": {"calculus": 3.0, "gsm8k": 2.0}},
+                       {"step": 6, "loss": 2.0, "tok_s": 1.0},
+                       {"step": 12, "val_loss": 1.5, "val": {"calculus": 0.5, "gsm8k": 2.5}}]}
     grpo = {"step": 3, "stage": "grpo", "model_config": MODEL, "config": {"lr": 1e-5, "group_size": 4},
             "history": [{"step": 0, "heldout_acc": 0.3},
                         {"step": 1, "reward": 0.2, "pass@1": 0.2, "pass@G": 0.5, "zero_signal": 0.75, "tok_s": 900.0},
@@ -75,13 +77,16 @@ def write_checkpoints(d):
                         {"step": 3, "heldout_acc": 0.45}]}
     for name, ck in (("checkpoint", pre), ("checkpoint_mathlm", sft), ("checkpoint_mathlm_grpo", grpo)):
         (d / f"{name}.json").write_text(json.dumps(ck))
+        (d / f"{name}.pt").write_bytes(b"x")  # the "Try it" section names the checkpoints present
     (d / "calculus.meta.json").write_text(json.dumps({"n_tokens": 12345, "n_examples": 40,
                                                       "sources": ["calculus.jsonl"], "decontam": {"gsm8k_test": 2}}))
     (d / "pipeline.json").write_text(json.dumps({
         "preset": "tiny", "datasets": {"gsm8k": "hub"},
         "skipped": {"math": "no --data_source folder and the hub is unreachable"},
         "stages": {"pretrain": {"status": "done", "seconds": 61.25}, "sft": {"status": "done", "seconds": 30.0},
-                   "grpo": {"status": "done", "seconds": 12.0}, "eval/eval_base": {"status": "done", "seconds": 5.0}}}))
+                   "grpo": {"status": "done", "seconds": 12.0}, "eval/eval_base": {"status": "done", "seconds": 5.0},
+                   # the pipeline writes this before it starts the report: it is the report itself
+                   "report": {"status": "running", "seconds": 0.0}}}))
 
 
 def sections(md):
@@ -189,6 +194,61 @@ def test_hyperparameters_throughput_and_stages(full_report):
     assert rep["stages"]["pretrain"] == {"seconds": 61.2, "status": "done"}
     assert "| sft | 12 | 50,000 | 25.0s | 2,000 | 30.0s | checkpoint |" in md
     assert "| pretrain | 30 | 30,720 | – | 2,000 | 61.2s | history (mean logged tok/s) |" in md
+
+
+def test_stages_leave_out_the_report_itself_and_say_interrupted(full_report, monkeypatch):
+    d, rep, md, _ = full_report
+    assert "report" not in rep["stages"] and "| report |" not in md and "running" not in md
+    assert "| **total** | **1.8 min** | |" in md  # 61.25 + 30 + 12 + 5 s
+    state = json.loads((d / "pipeline.json").read_text())
+    state["stages"]["grpo"]["status"] = "running"  # a pipeline killed during GRPO, the report run by hand
+    del state["stages"]["report"]
+    (d / "pipeline.json").write_text(json.dumps(state))
+    assert report.main(["--out", "again"])["stages"]["grpo"] == {"seconds": 12.0, "status": "interrupted"}
+
+
+def test_sft_val_loss_per_domain(full_report):
+    _, rep, md, _ = full_report
+    assert rep["sft"]["val_loss_by_domain"] == {"calculus": {"start": 3.0, "end": 0.5},
+                                                "gsm8k": {"start": 2.0, "end": 2.5}}
+    assert "Per domain: calculus 3.000 → 0.500, gsm8k 2.000 → 2.500 (a rise is forgetting)." in sections(md)["SFT"]
+    assert report.domain_curves([{"step": 0, "val": {"a": 1.0}}, {"step": 5, "loss": 2.0},
+                                 {"step": 9, "val": {"a": 0.5, "b": float("nan")}}]) == {"a": ([0, 9], [1.0, 0.5])}
+
+
+def test_loss_plots_use_a_log_axis_with_plain_labels(tmp_path, monkeypatch):
+    """Pretraining starts near ln(vocab) ≈ 9 nats: on a linear axis everything below 1 was a flat line."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    figs = []
+    monkeypatch.setattr(plt, "close", figs.append)  # keep the figure to look at
+    report.plot(str(tmp_path / "a.png"), {"val": ([0, 10, 20], [9.8, 2.0, 0.6])}, "t", "loss", logy=True)
+    report.plot(str(tmp_path / "b.png"), {"reward": ([0, 1], [0.0, 0.5])}, "t", "reward", logy=True)
+    (ax,), (ax_b,) = figs[0].axes, figs[1].axes
+    labels = [t.get_text() for minor in (False, True) for t in ax.get_yticklabels(minor=minor) if t.get_text()]
+    assert ax.get_yscale() == "log" and "1" in labels and not any("e" in s or "times" in s for s in labels), labels
+    assert ax_b.get_yscale() == "linear"  # a zero cannot go on a log axis
+
+
+def test_vocab_padding_is_explained():
+    pre = {"n_params": 1, "model_config": dict(MODEL, vocab_size=1408)}
+    line = report.model_section(pre, 1358)[1][0]
+    assert "vocab 1,408 (the tokenizer's 1,358 tokens padded to a multiple of 64 for aligned matmuls)" in line
+    assert "padded" not in report.model_section(pre, 1408)[1][0]
+    assert "padded" not in report.model_section(pre, 300)[1][0]  # not this model's tokenizer: no claim
+    assert "padded" not in report.model_section(pre)[1][0]
+
+
+def test_try_it_names_the_checkpoints_and_commands(full_report):
+    d, rep, md, _ = full_report
+    t = rep["try_it"]
+    assert t["default"] == "checkpoint_mathlm_grpo.pt"  # inference's rule: the last pipeline stage
+    assert t["checkpoints"] == {"grpo": "checkpoint_mathlm_grpo.pt", "sft": "checkpoint_mathlm.pt",
+                                "base": "checkpoint.pt"}
+    body = sections(md)["Try it"]
+    assert "`python -m mathlm.infer.inference --chat`" in body and "`python -m mathlm.infer.demo`" in body
+    assert "scripts/upload_hf.py --out_dir mathlm-hf" in body and "use `checkpoint_mathlm_grpo.pt` (grpo" in body
 
 
 def test_grpo_curves_and_skipped(full_report):
