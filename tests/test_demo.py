@@ -98,6 +98,21 @@ def test_concurrent_requests_are_queued(served):
     assert got == [generate_text(model, tok, q, max_new_tokens=24) for q in qs]
 
 
+def test_a_refused_request_is_marked_as_not_an_answer(env, tmp_path):
+    """An error sat in the answer slot styled as an answer: the note under it now says it is not one,
+    in both tabs, with a model and without; a real answer gets no such note."""
+    from mathlm.infer.demo import ERROR_NOTE, build_demo
+    _, _, model, tok = make_tiny(str(tmp_path))
+    for demo in (build_demo(model, tok), build_demo(None, None, "no checkpoint here")):
+        fns = {f.fn.__name__: f.fn for f in demo.fns.values() if f.fn}
+        text, note = list(fns["answer"]("   ", *GEN))[-1]
+        assert text.startswith("error:") and note == ERROR_NOTE
+        *_, note = list(fns["chat"]("", [], *GEN))[-1]
+        assert note == ERROR_NOTE
+    fns = {f.fn.__name__: f.fn for f in build_demo(model, tok).fns.values() if f.fn}
+    assert list(fns["answer"]("What is 2+3?", *GEN))[-1][1] != ERROR_NOTE
+
+
 def test_bad_input_is_a_message_and_the_server_goes_on(served):
     client, model, tok, _ = served
     assert "empty" in client.predict("   ", *GEN, api_name="/answer")

@@ -61,6 +61,9 @@ SMALL = 10e6  # parameters; below this the tiny runs score a few percent (docs/B
 # Gradio shows a Chatbot message with render_markdown=False as `white-space: pre-line`, which keeps
 # newlines but merges runs of spaces; the model's spacing is part of what it said
 CSS = "#chat .message-markdown-disabled { white-space: pre-wrap; }"
+# under a refused question the answer slot holds "error: ..." in the answer's own style: this note
+# (shown where the cut-off note goes) says at a glance that it is not something the model said
+ERROR_NOTE = "⛔ **Not an answer:** the request was refused — the line above says why; nothing was generated."
 
 
 # -----------------------------------------------------------------------------
@@ -236,7 +239,7 @@ def build_demo(model=None, tok=None, problem=None, title="mathlm", about=(), dec
     def answer(question, temperature, top_k, top_p, max_tokens):
         """Yields (answer box, note for after): the box streams; the note is shown when it ends."""
         if model is None:
-            yield f"error: {problem}", ""
+            yield f"error: {problem}", ERROR_NOTE
             return
         try:
             pieces = stream_text(model, tok, check_text(question or "", "question"),
@@ -245,7 +248,7 @@ def build_demo(model=None, tok=None, problem=None, title="mathlm", about=(), dec
             for text in accumulate(pieces, done):
                 yield text.strip(), ""
         except (ValueError, MathlmError) as e:  # empty, too long, not text: said in the page, the server goes on
-            yield f"error: {e}", ""
+            yield f"error: {e}", ERROR_NOTE
             return
         yield text.strip() or "(the model gave an empty answer)", cut_note(done["finish"], int(max_tokens), block_size)
 
@@ -257,7 +260,7 @@ def build_demo(model=None, tok=None, problem=None, title="mathlm", about=(), dec
         asked = [{"role": "user", "content": shown(message)}] if message.strip() else []
         if model is None:
             yield (history + asked + [{"role": "assistant", "content": shown(f"error: {problem}")}],
-                   sendable(message), "")
+                   sendable(message), ERROR_NOTE)
             return
         try:
             check_text(message, "message")
@@ -273,7 +276,8 @@ def build_demo(model=None, tok=None, problem=None, title="mathlm", about=(), dec
                 yield turn + [{"role": "assistant", "content": shown(text.strip())}], "", ""
         except (ValueError, MathlmError) as e:
             # the typed message stays in its box, so a too-long one can be shortened, not retyped
-            yield history + asked + [{"role": "assistant", "content": shown(f"error: {e}")}], sendable(message), ""
+            yield (history + asked + [{"role": "assistant", "content": shown(f"error: {e}")}], sendable(message),
+                   ERROR_NOTE)
             return
         yield (turn + [{"role": "assistant", "content": shown(text.strip()) or "(empty answer)"}], "",
                cut_note(done["finish"], int(max_tokens), block_size))
