@@ -2,8 +2,9 @@
 
     python scripts/upload_hf.py --checkpoint checkpoint_mathlm_grpo.pt --out_dir mathlm-40m
     python scripts/upload_hf.py --checkpoint checkpoint_mathlm_grpo.pt --out_dir mathlm-40m --repo_id you/mathlm-40m
-Reads: --checkpoint (default: the newest of checkpoint_mathlm_grpo.pt, checkpoint_mathlm.pt,
-checkpoint.pt here), --tokenizer (its hash must match the checkpoint's), the newest eval summaries
+Reads: --checkpoint (default: the last pipeline stage's here, checkpoint_mathlm_grpo.pt >
+checkpoint_mathlm.pt > checkpoint.pt, as inference takes it), --tokenizer (its hash must match the
+checkpoint's), the newest eval summaries
 eval_*.json / report.json in --eval_dir for the model card (absent = "not evaluated yet").
 Writes --out_dir: model.safetensors, config.json, generation_config.json, tokenizer.json,
 tokenizer_config.json (chat template included), special_tokens_map.json, README.md (model card).
@@ -25,13 +26,13 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from mathlm.common import atomic_write, cli, die, hold_lock, human, parse_config, remove_orphans  # noqa: E402
 from mathlm.format import qa_prompt  # noqa: E402
 from mathlm.infer.export import HF_DENSE, HF_MOE, export_folder  # noqa: E402
-from mathlm.infer.inference import DEFAULT_CHECKPOINTS, newest_checkpoint  # noqa: E402
+from mathlm.infer.inference import pick_default_checkpoint  # noqa: E402
 
 
 @dataclass
 class Config:
     """Export a checkpoint as a Hub-ready Qwen3 folder (+ model card); upload with --repo_id."""
-    checkpoint: str = ""               # "" = newest of DEFAULT_CHECKPOINTS in the working directory
+    checkpoint: str = ""               # "" = the last pipeline stage's here (GRPO > SFT > base), said with why
     out_dir: str = "mathlm_hf"         # the Hub-ready folder
     repo_id: str = ""                  # user/name: upload there too ("" = folder only)
     tokenizer: str = "math_tokenizer"  # tokenizer folder; its hash must match the checkpoint's
@@ -286,9 +287,7 @@ def upload(out_dir, repo_id, private):
 @cli
 def main(argv=None):
     cfg = parse_config(Config, None, argv)
-    path = cfg.checkpoint or newest_checkpoint()
-    if not path:
-        die(f"no --checkpoint and none of {', '.join(DEFAULT_CHECKPOINTS)} here — train one first")
+    path = cfg.checkpoint or pick_default_checkpoint(print)  # none here: one line saying how to make one
     if os.path.isdir(path):
         die(f"{path} is a folder; --checkpoint takes a mathlm .pt checkpoint (folders are already exported)")
     # one writer of --out_dir (the lock is <out_dir>.lock beside it), and a writable place, checked before

@@ -178,6 +178,18 @@ def test_model_card_has_architecture_and_eval_table(tmp_path):
     assert 'from_pretrained("me/mathlm-tiny")' in card and "data=gsm8k,calculus" in card
 
 
+def test_default_checkpoint_is_inferences(tmp_path, monkeypatch, capsys):
+    """Without --checkpoint the export takes what inference and the evals take, and says why; with none
+    here it says how to make one (it said "train one first")."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit, match="none of checkpoint_mathlm_grpo.pt.*python -m mathlm.pipeline --preset tiny"):
+        upload_main(["--out_dir", str(tmp_path / "hf")])
+    make_tiny(str(tmp_path), name="checkpoint_mathlm.pt")
+    upload_main(["--out_dir", str(tmp_path / "hf")])
+    assert "using checkpoint_mathlm.pt (sft, the last pipeline stage here" in capsys.readouterr().out
+    assert (tmp_path / "hf" / "model.safetensors").exists()
+
+
 def test_model_card_labels_each_row_with_the_checkpoint_it_measured(tmp_path, monkeypatch):
     """A pipeline folder: eval_base/sft/grpo.json, a --compare summary (A and B sides), and report.json
     repeating them. Each row names its checkpoint and stage (read from the file when it is there, else
