@@ -12,7 +12,7 @@ import torch
 
 from mathlm.format import cut_completion, encode_chat, qa_prompt
 from mathlm.infer.inference import (as_prompt, chat_ids, chat_response, generate_text, load_model, main,
-                                    default_checkpoint, newest_checkpoint, stream_ids, stream_text)
+                                    default_checkpoint, stream_ids, stream_text)
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 TEXT = ("Q: What is 2+3?\nA: 5\n\n The derivative of x^2 is 2x. ∫ x dx = x^2/2. Natalia sold 48 clips "
@@ -204,7 +204,7 @@ def test_default_checkpoint_is_the_last_stage_not_the_newest_file(tmp_path):
     assert path.endswith("checkpoint_mathlm_grpo.pt")
     assert "checkpoint_mathlm.pt (sft) was written 10 min after it" in why and "--checkpoint" in why
     os.remove(tmp_path / "checkpoint_mathlm_grpo.pt")
-    assert default_checkpoint(d)[0] == os.path.join(d, "checkpoint_mathlm.pt") == newest_checkpoint(d)
+    assert default_checkpoint(d)[0] == os.path.join(d, "checkpoint_mathlm.pt")
     assert default_checkpoint(str(tmp_path / "none"))[0] is None
 
 

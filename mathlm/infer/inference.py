@@ -85,11 +85,6 @@ def default_checkpoint(directory="."):
     return path, why
 
 
-def newest_checkpoint(directory="."):
-    """default_checkpoint's path alone, or None."""
-    return default_checkpoint(directory)[0]
-
-
 def pick_default_checkpoint(say=eprint):
     """default_checkpoint's path, said with why; none here is the one-line error saying how to get one."""
     path, why = default_checkpoint()
