@@ -24,9 +24,11 @@ one class:
                or a clean refusal where success was expected
 
 It prints a table and the counts, and writes every case's result (class, exit code, seconds, the
-last line, the files the run changed) to <work>/reliability_probe.json (--json). How long: on 2 idle
-CPU cores the smoke run takes ~4 minutes and each case 3-30 s (most stop at their flag check, a
-torch import away); all cases ~15 minutes with --jobs 1, twice as long on a loaded machine.
+last line, the files the run changed) to <work>/reliability_probe.json (--json). How long: the smoke
+run takes ~3 minutes on 2 idle cores (16 on a loaded machine); a case takes 0.3-20 s, most of it the
+torch import before a flag check refuses; all cases ~20 minutes with --jobs 1 on a loaded 2-core
+machine (measured: 124 cases in 18.7 min). The read-only-folder cases need root (`unshare -m` and a
+bind mount); without it their setup fails and they count as `other`.
 
 Environment of a case: the working directory is the copy of the run, `python` is this interpreter,
 PYTHONPATH is the repository, $REPO the repository and $GSM8K the dataset folder.
@@ -83,6 +85,9 @@ TWO = ("{a} > a.log 2>&1 & A=$!; echo $A > a.pid; "
        "for i in $(seq 1500); do [ -s a.log ] && break; kill -0 $A 2>/dev/null || break; sleep 0.1; done; "
        "{b}; rc=$?; kill $A 2>/dev/null; wait $A 2>/dev/null; exit $rc")
 NAMES_A = "grep -q \"$(cat a.pid)\" .probe_err"
+# the command in a private mount namespace where the run folder is a read-only bind mount (cd again:
+# the old cwd is the writable folder underneath)
+RO = "unshare -m sh -c 'mount --bind . . && mount -o remount,ro,bind . && cd \"$PWD\" && exec bash -c \"$0\"' '{cmd}'"
 
 # -----------------------------------------------------------------------------
 # the cases: name (D<n>/<stage>/<what>), setup (shell, may be ""), command (shell), expect
@@ -267,6 +272,24 @@ CASES = [
          command=f"trap '' XFSZ; ulimit -f 100; {BP} --input gsm8k.jsonl --out_dir bp", expect="error"),
     dict(name="D9/download_gsm8k/disk-full", setup="",
          command=f"trap '' XFSZ; ulimit -f 100; {DL} --out_dir dl --text_only", expect="error"),
+
+    # a read-only run folder (a read-only bind mount in a private mount namespace: needs root; root
+    # ignores permission bits, not a read-only mount): every writer refuses in one line, inference works
+    *[dict(name=f"D9/{stage}/read-only-folder", setup="unshare -m true", command=RO.format(cmd=cmd),
+           expect="ok" if stage == "inference" else "error")
+      for stage, cmd in [("pretrain", f"{PRE} --resume --max_steps 31"),
+                         ("sft", f"{SFT} --resume --max_steps 31"),
+                         ("grpo", f"{GRPO} --resume --max_steps 5"),
+                         ("eval.math", f"{EVM} --checkpoint checkpoint_mathlm.pt --n 4 --out ev"),
+                         ("eval.gsm8k", f"{EVG} --checkpoint checkpoint_mathlm.pt --n 4 --out ev"),
+                         ("build_pretrain", f"{BP} --input gsm8k.jsonl"),
+                         ("download_gsm8k", f"{DL} --out_dir . --text_only"),
+                         ("generate_calculus", f"{GEN} --out_dir ."),
+                         ("train_tokenizer", f"{TT} --input gsm8k.jsonl --out_dir math_tokenizer"),
+                         ("upload_hf", f"{UP} --checkpoint checkpoint_mathlm_grpo.pt --out_dir hf"),
+                         ("pipeline", f"{PIPE} --force --from report --until report"),
+                         ("report", "python -m mathlm.report --preset smoke"),
+                         ("inference", INF)]],
 
     # --- D10: bad values once accepted in silence
     dict(name="D10/pretrain/n_layer-0", setup="", command=f"{PRE} --max_steps 3 --out x.pt --n_layer 0", expect="error"),
