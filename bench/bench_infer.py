@@ -120,7 +120,7 @@ def main(argv=None):
         with open(os.path.join(d, "config.json"), "w") as f:
             json.dump(hf_config(asdict(mc)), f)
         hf = AutoModelForCausalLM.from_pretrained(d, dtype=dtype).eval().to(device)
-    model = model.to(dtype)
+    model = model.decode_dtype(dtype)
     engines = {"mathlm": ours_fn(model), "transformers": hf_fn(hf)}
 
     g = torch.Generator().manual_seed(cfg.seed)
@@ -233,8 +233,8 @@ def speculative_bench(cfg):
             same_tok, n_tok = same_tok + first, n_tok + len(a)
         agree = (same_text, min(cfg.agree_n, len(prompts)), same_tok, n_tok)
         del low
-    model = model.to(dtype)
-    draft = draft.to(dtype) if draft is not None else None
+    model = model.decode_dtype(dtype)  # fp32 logits (tied embedding fp32); transformers' bf16 is bf16 throughout
+    draft = draft.decode_dtype(dtype) if draft is not None else None
     prompts = prompts[:cfg.n_prompts]
 
     with tempfile.TemporaryDirectory() as d:

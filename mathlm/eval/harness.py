@@ -76,7 +76,7 @@ def load_for_eval(checkpoint, tokenizer_dir, device, dtype="fp32"):
         die(f"{checkpoint} was trained with tokenizer {ckpt['tokenizer_hash']}, {tokenizer_dir} is {tok.hash} "
             "— pass the matching --tokenizer")
     model = model_from_checkpoint(ckpt, device)
-    model.to(dtype=pick_dtype(device, dtype, verbose=False)).eval()
+    model.decode_dtype(pick_dtype(device, dtype, verbose=False)).eval()
     return model, tok
 
 

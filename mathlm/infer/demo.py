@@ -37,7 +37,7 @@ class Config:
     checkpoint: str = ""               # .pt or exported folder; "" = the last pipeline stage's here (GRPO > SFT > base)
     tokenizer: str = "math_tokenizer"  # for a .pt checkpoint
     device: str = "auto"               # auto|cuda|mps|cpu
-    dtype: str = "auto"                # auto (bf16 where the device has native bf16, else fp32)|bf16|fp32
+    dtype: str = "fp32"                # fp32 (as the evals score)|bf16|auto (bf16 where native: faster, answers differ sometimes)
     speculate: str = "lookup"          # off|lookup|draft: exact speculative decoding (mathlm/infer/speculative.py)
     spec_k: int = 4                    # tokens drafted per round
     draft_checkpoint: str = ""         # a smaller model on the same tokenizer, for --speculate draft

@@ -3,8 +3,8 @@
     python -m mathlm.infer.inference --prompt "Q: derivative of x^5? A:"
     python -m mathlm.infer.inference --prompt "What is 15% of 80?" --temperature 0.8 --top_p 0.95 --seed 0
     python -m mathlm.infer.inference --checkpoint out/mathlm-40m --chat      # multi-turn; /reset, /exit
-    python -m mathlm.infer.inference --prompt "d/dx x^5?" --speculate draft --draft_checkpoint small.pt
     python -m mathlm.infer.inference --prompt "48 clips, half as many in May?" --tools off   # no calculator
+    python -m mathlm.infer.inference --prompt "d/dx x^5?" --speculate draft --draft_checkpoint small.pt
 Reads: a checkpoint .pt (+ its tokenizer folder, --tokenizer) or a folder written by
 scripts/upload_hf.py. Without --checkpoint it takes the last pipeline stage's checkpoint in the
 working directory (default_checkpoint: GRPO > SFT > base) and says which and why. Writes nothing.
@@ -54,7 +54,7 @@ class Config:
     seed: int = -1                  # -1 = fresh randomness every answer
     device: str = "auto"            # auto|cuda|mps|cpu
     tools: str = "auto"             # auto|on|off: the calculator computes calls (auto: on if the tokenizer has its tokens)
-    dtype: str = "auto"             # auto (bf16 where the device has native bf16: CUDA, avx512_bf16/AMX CPUs; else fp32)|bf16|fp32
+    dtype: str = "fp32"             # fp32 (as the evals score)|bf16|auto (bf16 where native: CUDA, avx512_bf16/AMX): faster, answers differ sometimes
     speculate: str = "lookup"       # off|lookup (drafts copied from the text so far)|draft (--draft_checkpoint); exact either way
     spec_k: int = 4                 # tokens drafted per round (one target forward verifies them all)
     draft_checkpoint: str = ""      # a smaller model on the same tokenizer, for --speculate draft
@@ -146,10 +146,10 @@ def load_model(path=None, tokenizer="math_tokenizer", device="auto", dtype="fp32
         if tok.vocab_size > model.config.vocab_size:
             die(f"tokenizer has {tok.vocab_size} tokens, the model only {model.config.vocab_size} — wrong --tokenizer")
     # the weights are cast, not autocast: decoding reads every weight once per token, so bf16 halves the
-    # bytes (1.85x tok/s at 40M on a CPU with avx512_bf16, issue 17). RMSNorm normalises in fp32 and
-    # sampling works on fp32 probabilities either way (gpt.py); greedy agreement with fp32: docs/BENCHMARKS.md
+    # bytes (1.85x tok/s at 40M on a CPU with avx512_bf16, issue 17). RMSNorm normalises in fp32, the tied
+    # embedding/lm_head stays fp32 so logits are (GPT.decode_dtype); greedy agreement with fp32: docs/BENCHMARKS.md
     dt = pick_dtype(device, dtype, verbose=False)
-    model = model.to(device=device, dtype=dt).eval()
+    model = model.to(device=device).decode_dtype(dt).eval()
     say(f"loaded {path} | stage {stage} | {model.num_params() / 1e6:.2f}M params | "
         f"context {model.config.block_size} | device {device} | dtype {str(dt).replace('torch.', '')}")
     return model, tok

@@ -88,7 +88,7 @@ class DraftModel:
         if k <= 0:
             return [], None
         if self.cache is None or self.cache.max_len < len(seq) + k - 1:
-            self.cache = KVCache(m.config, 1, block, device=m.lm_head.weight.device, dtype=m.lm_head.weight.dtype)
+            self.cache = KVCache(m.config, 1, block, device=m.lm_head.weight.device, dtype=m.cos.dtype)
             self.tokens = []
         same = 0
         for a, b in zip(self.tokens, seq):
@@ -195,7 +195,7 @@ def speculative_generate(model, ids, max_new_tokens, temperature=0.0, top_k=None
         calls = CallTracker(tools, [list(ids)])
     seq = list(ids)
     # the cache holds seq[:cache.pos], at least the newest token short: the rest goes in with the next drafts
-    cache = KVCache(cfg, 1, len(ids) + n_new - 1, device=device, dtype=model.lm_head.weight.dtype)
+    cache = KVCache(cfg, 1, len(ids) + n_new - 1, device=device, dtype=model.cos.dtype)
     if len(seq) > 1:
         model(torch.tensor([seq[:-1]], device=device), cache=cache, last_only=True)
     done = 0
@@ -262,10 +262,10 @@ def static_step(model, tok, slot, cache):
     L = cache.k[0].size(2)
     mask = (torch.arange(L, device=tok.device) <= slot).view(1, 1, 1, L)  # the filled slots, this one included
     cos, sin = model.cos.index_select(0, slot), model.sin.index_select(0, slot)  # (1, hd)
-    x = model.transformer.wte(tok)
+    x = model.transformer.wte(tok).to(model.cos.dtype)  # as GPT.forward: blocks in their dtype, logits in lm_head's
     for i, block in enumerate(model.transformer.h):
         x, _ = block(x, cos, sin, mask, cache, i)
-    return model.lm_head(model.transformer.ln_f(x))[:, -1].float()
+    return model.lm_head(model.transformer.ln_f(x.to(model.lm_head.weight.dtype)))[:, -1].float()
 
 
 @torch.no_grad()
@@ -281,7 +281,7 @@ def static_generate(model, prompts, max_new_tokens, temperature=0.0, top_k=None,
     n_new, generator = _budget(model, T, max_new_tokens, seed)
     if n_new <= 0:
         return
-    cache = KVCache(model.config, B, model.config.block_size, device=device, dtype=model.lm_head.weight.dtype)
+    cache = KVCache(model.config, B, model.config.block_size, device=device, dtype=model.cos.dtype)
     logits = model(idx, cache=cache, last_only=True)[0][:, -1].float()
     static = StaticCache(cache)
     done = torch.zeros(B, dtype=torch.bool, device=device)
