@@ -23,7 +23,7 @@ Real held-out prompts (the *_test.jsonl beside the checkpoint, Q/A format), batc
 (128) each with eos off, at --dtype (auto: bf16 where native) for every engine: mathlm plain,
 prompt lookup and draft model (k = --spec_k), against transformers generate() on the exported
 folder, its prompt_lookup_num_tokens (= k) and its assistant_model (the exported draft, its
-defaults). A round runs every engine on every prompt, interleaved prompt by prompt; tok/s per
+defaults); with --compiled also mathlm plain and lookup through the torch.compile'd static-shape step. A round runs every engine on every prompt, interleaved prompt by prompt; tok/s per
 round = tokens / seconds, ratios are medians of per-round ratios. Also reported: acceptance rate
 and accepted drafts per target forward, whether each engine's greedy tokens equal mathlm plain's,
 and greedy agreement of bf16 weights with fp32 on --agree_n prompts (eos on, as the evals decode).
@@ -61,6 +61,7 @@ class Config:
     spec_k: int = 4          # drafted tokens per round, ours and transformers' prompt lookup
     dtype: str = "auto"      # auto (bf16 where native)|bf16|fp32: both engines' weights, either mode
     agree_n: int = 100       # prompts for the bf16 vs fp32 greedy agreement (0 = skip)
+    compiled: bool = True    # also time plain decoding through the torch.compile'd static step (compiles first)
 
 
 PRESETS = {"quick": dict(quick=True, rounds=3)}
@@ -241,9 +242,12 @@ def speculative_bench(cfg):
         hf = export_hf(model, os.path.join(d, "target"), dtype).to(device)
         hf_draft = export_hf(draft, os.path.join(d, "draft"), dtype).to(device) if draft is not None else None
     n, k = cfg.new_tokens, cfg.spec_k
-    decoders = {"lookup": Decoder("lookup", k=k)}
+    decoders = {"mathlm lookup": Decoder("lookup", k=k)}  # engine name -> Decoder
     if draft is not None:
-        decoders["draft"] = Decoder("draft", k=k, draft_model=draft)
+        decoders["mathlm draft"] = Decoder("draft", k=k, draft_model=draft)
+    if cfg.compiled:
+        decoders["mathlm compiled"] = Decoder(compile=True)
+        decoders["mathlm lookup compiled"] = Decoder("lookup", k=k, compile=True)
 
     def ours(dec):
         def run(ids):
@@ -261,7 +265,7 @@ def speculative_bench(cfg):
         return run
 
     engines = {"mathlm": ours(None)}
-    engines.update({f"mathlm {kind}": ours(dec) for kind, dec in decoders.items()})
+    engines.update({name: ours(dec) for name, dec in decoders.items()})
     engines["transformers"] = theirs()
     engines["transformers prompt lookup"] = theirs(prompt_lookup_num_tokens=k)
     if hf_draft is not None:
@@ -296,8 +300,7 @@ def speculative_bench(cfg):
           "accepted / forward | greedy = mathlm plain |")
     print("|---|---|---|---|---|---|---|")
     for name in engines:
-        kind = name.split()[-1] if name.startswith("mathlm ") else None
-        st = decoders[kind].stats if kind else None
+        st = decoders[name].stats if name in decoders and decoders[name].speculate != "off" else None
         print(f"| {name} | {statistics.median(rates[name]):,.0f} | {ratio(name, 'transformers'):.2f}× | "
               f"{ratio(name, 'transformers prompt lookup'):.2f}× | "
               + (f"{100 * st.acceptance:.0f}% | {st.mean_accepted:.2f} | " if st else "| | ")

@@ -310,16 +310,31 @@ def test_static_step_gives_generate_tokens(models):
         assert [int(t) for t in spec.static_generate(target, [ids], 20, temperature=1.0, top_k=8, seed=4)] == want
 
 
+def test_speculation_through_the_static_step_gives_plain_tokens(models):
+    """Verify rounds padded to k + 1 slots of the static step (and GPT.forward where they do not fit:
+    forced results, the context end): the tokens of plain greedy decoding."""
+    target, draft = models
+    tools = Chars()
+    for i, ids in enumerate(prompts(12, seed=13)):
+        want = target.generate_ids([ids], 20, tools=tools)[0]
+        for kind in ("lookup", "draft"):
+            dec = Decoder(kind, k=1 + i % 6, draft_model=draft)
+            dec.step = spec.static_step  # eager: what compile=True compiles
+            assert [int(t) for t in dec.generate(target, [ids], 20, tools=tools)] == want, (kind, i)
+
+
 @pytest.mark.slow
 def test_compiled_step_gives_eager_tokens(models):
-    """torch.compile (inductor on CPU) of the static step: the same greedy tokens as eager, with one
-    graph for every prompt length (no recompiles: the cache is block_size long)."""
+    """torch.compile (inductor on CPU) of the static step: the same greedy tokens as eager, plain and
+    speculative, with one graph for every prompt length (the cache is block_size long)."""
     import torch._dynamo
     target, _ = models
     torch._dynamo.reset()
-    dec = Decoder(compile=True)
+    plain, look = Decoder(compile=True), Decoder("lookup", k=4, compile=True)
     for ids in prompts(4, seed=11):
-        assert [int(t) for t in dec.generate(target, [ids], 16)] == target.generate_ids([ids], 16)[0]
+        want = target.generate_ids([ids], 16)[0]
+        assert [int(t) for t in plain.generate(target, [ids], 16)] == want
+        assert [int(t) for t in look.generate(target, [ids], 16)] == want
 
 
 # -----------------------------------------------------------------------------

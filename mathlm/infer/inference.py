@@ -58,7 +58,7 @@ class Config:
     speculate: str = "lookup"       # off|lookup (drafts copied from the text so far)|draft (--draft_checkpoint); exact either way
     spec_k: int = 4                 # tokens drafted per round (one target forward verifies them all)
     draft_checkpoint: str = ""      # a smaller model on the same tokenizer, for --speculate draft
-    compile: bool = False           # torch.compile a static-shape decode step (CUDA graphs on a GPU) for --speculate off
+    compile: bool = False           # torch.compile a static-shape step for decoding and verify rounds (CUDA graphs on a GPU)
 
 
 # -----------------------------------------------------------------------------

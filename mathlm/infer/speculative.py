@@ -5,7 +5,7 @@ step for torch.compile (CUDA graphs).
     dec = Decoder("lookup", k=4)                          # or Decoder("draft", draft_model=small_gpt)
     for tok in dec.generate(model, [ids], 128, temperature=0.7, seed=0, eos_id=eos): ...
     dec.stats                                             # drafted / accepted / rounds, acceptance rate
-    Decoder(compile=True)                                 # plain decoding, compiled static step
+    Decoder("lookup", compile=True)                       # the same through a compiled static-shape step
 
 `Decoder.generate` takes GPT.generate's arguments and yields the same (B,) tensors, so callers swap
 one for the other; batch > 1 or num_samples > 1 falls back to GPT.generate. Calculator calls
@@ -30,8 +30,9 @@ slots are written by position, so moving the pointer back is the rollback).
 
 Compiled decode: GPT.forward slices its KV cache to the tokens so far, a new shape every step,
 which torch.compile would recompile or guard on. `static_step` runs the same blocks on the whole
-preallocated cache with a mask of the filled slots and a position tensor: one shape for every step,
-so `torch.compile(mode="reduce-overhead")` can capture it in a CUDA graph.
+preallocated cache with a mask of the filled slots and a position tensor: one shape for every step
+(T = 1 plain; k + 1, padded, for a verify round), so `torch.compile(mode="reduce-overhead")` can
+capture it in a CUDA graph. On this CPU it removes the per-op Python of a small model's step.
 """
 from dataclasses import dataclass
 
@@ -172,12 +173,13 @@ def _budget(model, T, max_new_tokens, seed):
 
 @torch.no_grad()
 def speculative_generate(model, ids, max_new_tokens, temperature=0.0, top_k=None, top_p=None, seed=None,
-                         eos_id=None, tools=None, drafter=None, k=4, stats=None):
+                         eos_id=None, tools=None, drafter=None, k=4, stats=None, step=None):
     """GPT.generate for one prompt (a list of ids) with drafts verified k at a time; yields (1,)
     tensors, one per token, stopping where GPT.generate stops (eos, max_new_tokens, block_size).
     tools: as GPT.generate's (a tokenizer with calc_ids runs the calculator): after <|result|> the
     call's result and <|/result|> are emitted as they are, not drafted or sampled, and reach the
-    cache with the next round's drafts."""
+    cache with the next round's drafts. step: static_step or its compiled form, for every round
+    whose tokens fit k + 1 slots (padded to that, one shape); the others run GPT.forward."""
     cfg = model.config
     device = model.lm_head.weight.device
     if not ids:
@@ -195,7 +197,9 @@ def speculative_generate(model, ids, max_new_tokens, temperature=0.0, top_k=None
         calls = CallTracker(tools, [list(ids)])
     seq = list(ids)
     # the cache holds seq[:cache.pos], at least the newest token short: the rest goes in with the next drafts
-    cache = KVCache(cfg, 1, len(ids) + n_new - 1, device=device, dtype=model.cos.dtype)
+    # a static step attends over the whole cache: one size for every prompt, so one compiled graph
+    cache = KVCache(cfg, 1, cfg.block_size if step else len(ids) + n_new - 1, device=device, dtype=model.cos.dtype)
+    static, width = (StaticCache(cache), k + 1) if step else (None, 0)
     if len(seq) > 1:
         model(torch.tensor([seq[:-1]], device=device), cache=cache, last_only=True)
     done = 0
@@ -214,8 +218,18 @@ def speculative_generate(model, ids, max_new_tokens, temperature=0.0, top_k=None
         if calls is not None and calls.result in drafts:  # what follows <|result|> is forced, never drafted
             drafts = drafts[:drafts.index(calls.result) + 1]
         q = q[:len(drafts)] if q is not None else None
-        fed = seq[cache.pos:] + drafts
-        logits = model(torch.tensor([fed], device=device), cache=cache)[0][0, -len(drafts) - 1:]  # (1 + len, vocab)
+        fed, pos = seq[cache.pos:] + drafts, cache.pos
+        if static is not None and len(fed) <= width and pos + width <= cache.max_len:
+            # padded to `width`: the pad tokens' keys land past what is kept, are never attended by the
+            # real tokens (causal mask) and are overwritten before anything reads them
+            slots = torch.arange(pos, pos + width, device=device)
+            logits = step(model, torch.tensor([fed + [0] * (width - len(fed))], device=device), slots, static)
+            logits = logits[0, len(fed) - len(drafts) - 1:len(fed)]
+            cache.key_mask[:, pos:pos + len(fed)] = True  # what GPT.forward's bookkeeping would have done
+            cache.next_pos += len(fed)
+            cache.pos += len(fed)
+        else:
+            logits = model(torch.tensor([fed], device=device), cache=cache)[0][0, -len(drafts) - 1:]  # (1 + len, vocab)
         j, nxt = _verify(logits, drafts, q, temperature, top_k, top_p, generator)
         cache.truncate(len(seq) + j)  # keep the sequence and the accepted drafts
         stats.rounds += 1
@@ -239,7 +253,7 @@ def speculative_generate(model, ids, max_new_tokens, temperature=0.0, top_k=None
 # a static-shape decode step for torch.compile
 
 class StaticCache:
-    """KVCache's update() for the static step: writes this step's keys at `slot` (a (1,) tensor) in
+    """KVCache's update() for the static step: writes this step's keys at `slot` (a (T,) tensor) in
     place and returns the whole preallocated buffers; the mask hides the slots not yet written."""
 
     def __init__(self, cache):
@@ -255,17 +269,18 @@ class StaticCache:
 
 
 def static_step(model, tok, slot, cache):
-    """Logits (B, vocab) in fp32 after token(s) tok (B, 1) at position `slot` ((1,) long tensor),
-    writing its keys into `cache` (a StaticCache) in place. Every shape is fixed by the cache size, so
-    a compiled version runs every step without recompiling. Dense GPTs without pads only."""
+    """Logits (B, T, vocab) in fp32 after tokens tok (B, T) at positions `slot` ((T,) long tensor),
+    writing their keys into `cache` (a StaticCache) in place. Every shape is fixed by T and the cache
+    size, so a compiled version runs every step without recompiling. Dense GPTs without pads only."""
     cache.slot = slot
     L = cache.k[0].size(2)
-    mask = (torch.arange(L, device=tok.device) <= slot).view(1, 1, 1, L)  # the filled slots, this one included
-    cos, sin = model.cos.index_select(0, slot), model.sin.index_select(0, slot)  # (1, hd)
+    # query i sees the slots up to its own: the ones filled before and this call's earlier tokens
+    mask = (torch.arange(L, device=tok.device)[None, :] <= slot[:, None]).view(1, 1, -1, L)
+    cos, sin = model.cos.index_select(0, slot), model.sin.index_select(0, slot)  # (T, hd)
     x = model.transformer.wte(tok).to(model.cos.dtype)  # as GPT.forward: blocks in their dtype, logits in lm_head's
     for i, block in enumerate(model.transformer.h):
         x, _ = block(x, cos, sin, mask, cache, i)
-    return model.lm_head(model.transformer.ln_f(x.to(model.lm_head.weight.dtype)))[:, -1].float()
+    return model.lm_head(model.transformer.ln_f(x.to(model.lm_head.weight.dtype))).float()
 
 
 @torch.no_grad()
@@ -294,7 +309,7 @@ def static_generate(model, prompts, max_new_tokens, temperature=0.0, top_k=None,
         if i == n_new - 1 or (eos_id is not None and bool(done.all())):
             return
         # a fresh tensor per step: CUDA graphs copy inputs into their static buffers
-        logits = step(model, tok[:, None], torch.tensor([T + i], device=device), static)
+        logits = step(model, tok[:, None], torch.tensor([T + i], device=device), static)[:, -1]
 
 
 def compiled_step(mode=None, backend="inductor"):
@@ -311,7 +326,8 @@ SPECULATE = ("off", "lookup", "draft")
 
 class Decoder:
     """How batch-1 decoding runs: speculate off|lookup|draft (k drafts a round; draft_model for
-    "draft"), or, with speculation off, the compiled static step (compile=True). `generate` takes
+    "draft"); compile=True runs the target's steps (plain, or speculation's verify rounds) through the
+    compiled static-shape step. `generate` takes
     GPT.generate's arguments; batch > 1, num_samples > 1 and with_forced go to GPT.generate unchanged
     (the compiled step also leaves calculator calls to it)."""
 
@@ -335,6 +351,7 @@ class Decoder:
         if with_forced or not one or num_samples > 1:  # batches, samples, forced flags: GPT.generate's own loop
             return model.generate(prompts, max_new_tokens, num_samples=num_samples, tools=tools,
                                   with_forced=with_forced, **kw)
+        dense = model.config.n_expert == 0  # MoE routing has data-dependent shapes: eager only
         if self.speculate != "off":
             if self.draft_model is not None and self.draft_model.config.vocab_size != model.config.vocab_size:
                 raise ValueError("the draft model's vocabulary differs from the model's — draft with a model "
@@ -342,7 +359,7 @@ class Decoder:
             drafter = Lookup(self.max_ngram) if self.speculate == "lookup" else DraftModel(self.draft_model)
             ids = prompts[0].tolist() if isinstance(prompts, torch.Tensor) else list(prompts[0])
             return speculative_generate(model, ids, max_new_tokens, tools=tools, drafter=drafter, k=self.k,
-                                        stats=self.stats, **kw)
-        if self.step is not None and model.config.n_expert == 0 and getattr(tools, "calc_ids", None) is None:
+                                        stats=self.stats, step=self.step if dense else None, **kw)
+        if self.step is not None and dense and getattr(tools, "calc_ids", None) is None:
             return static_generate(model, prompts, max_new_tokens, step=self.step, **kw)
         return model.generate(prompts, max_new_tokens, tools=tools, **kw)
