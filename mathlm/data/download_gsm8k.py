@@ -53,28 +53,16 @@ def same_number(a, b):
         return False
 
 
-def calculate_steady(expr, tries=3):
-    """calculate(expr), asked again when it errs: its time limit is wall-clock, so a process paused on a
-    busy machine can see an error no expression here deserves (and data would differ between runs);
-    an expression that cannot be computed errs every time."""
-    from mathlm.calculator import CALC_ERROR, calculate
-    for _ in range(tries):
-        result = calculate(expr)
-        if result != CALC_ERROR:
-            break
-    return result
-
-
 def to_calls(answer, counts=None):
     """Each <<expr=result>> → calc_call(expr, calculate(expr)); one the calculator cannot compute is
     removed. counts (a Counter) gets calls, differs (GSM8K wrote the result otherwise, e.g. 32.00),
     wrong (GSM8K's result is another number) and errors."""
-    from mathlm.calculator import CALC_ERROR
+    from mathlm.calculator import CALC_ERROR, calculate
     counts = Counter() if counts is None else counts
 
     def call(m):
         expr, _, written = m.group(1).rpartition("=")
-        result = calculate_steady(expr.strip()) if expr.strip() else CALC_ERROR
+        result = calculate(expr.strip()) if expr.strip() else CALC_ERROR
         if result == CALC_ERROR:
             counts["errors"] += 1
             return ""

@@ -422,12 +422,12 @@ TOPICS = {"shopping": (gen_shopping, solve_shopping), "rate_time": (gen_rate_tim
 def check_calls(answer):
     """(n calls, [(expr, written, calculator's)] where they differ): every call's written result must
     be what the calculator prints for its expression, and the sentence must repeat it."""
-    from mathlm.data.download_gsm8k import calculate_steady
+    from mathlm.calculator import calculate
     bad, n = [], 0
     for m in CALL.finditer(answer):
         n += 1
         expr, written = m.group(1), m.group(2)
-        got = calculate_steady(expr)
+        got = calculate(expr)
         after = answer[m.end():].lstrip("$")
         if got != written or not after.startswith(written):
             bad.append((expr, written, got))
