@@ -357,6 +357,12 @@ def test_load_model_dtype(tmp_path, monkeypatch):
         assert logits.dtype == torch.float32
         # bf16 blocks: close to fp32's logits, not equal
         assert 0 < (logits - model(torch.tensor([ids]))[0]).abs().max() < 0.1
+        # the head: bf16 logits everywhere, the top 64 recomputed in fp32 from the same hidden state
+        x = torch.randn(3, 64)
+        exact, got = x @ model.lm_head.weight.T, m.lm_head(x)
+        top = got.topk(64).indices
+        torch.testing.assert_close(got.gather(1, top), exact.gather(1, top))
+        assert torch.equal(got.argmax(1), exact.argmax(1)) and 0 < (got - exact).abs().max() < 0.05
     want = m.generate_ids([ids], 12)[0]
     assert [int(t) for t in Decoder("lookup", k=3).generate(m, [ids], 12)] == want
     monkeypatch.setattr(common, "cpu_has_native_bf16", lambda: None)

@@ -336,12 +336,14 @@ class GPT(nn.Module):
 
     def decode_dtype(self, dtype):
         """Cast for decoding: the blocks' weights (and the RoPE tables, the KV cache) to `dtype`; the tied
-        embedding / lm_head and the final norm keep theirs (fp32), so logits are fp32. bf16 logits step by
-        1/16 at |logit| ~ 10 and flip near-ties: greedy answers equal fp32's on 27/48 held-out prompts
-        with everything bf16, 41/48 with this (docs/BENCHMARKS.md)."""
+        embedding and the final norm stay fp32, and the head is a RefinedHead: fp32 logits where they
+        decide. bf16 logits step by 1/16 at |logit| ~ 10 and flip near-ties: greedy answers equal fp32's
+        on 27/48 held-out prompts with everything bf16, 41/48 with an fp32 head (docs/BENCHMARKS.md)."""
         for block in self.transformer.h:
             block.to(dtype=dtype)
         self.cos, self.sin = self.cos.to(dtype), self.sin.to(dtype)  # the tables the blocks multiply by
+        if dtype != torch.float32:
+            self.lm_head = RefinedHead(self.transformer.wte.weight, dtype)
         return self
 
     def num_params(self):
@@ -534,6 +536,25 @@ class GPT(nn.Module):
         if eos_id is not None:
             rows = [r[:r.index(eos_id)] if eos_id in r else r for r in rows]
         return rows
+
+
+class RefinedHead(nn.Module):
+    """The tied head for GPT.decode_dtype: every logit from a `dtype` copy of the matrix (half the bytes
+    an fp32 head reads per token: at 40M the fp32 head alone cost most of bf16's gain), then the top
+    `refine` recomputed from the fp32 rows. Greedy picks and the head of a sampled distribution are
+    the fp32 head's; the tail keeps bf16's precision (~3 significant digits)."""
+
+    def __init__(self, weight, dtype, refine=64):
+        super().__init__()
+        self.weight = weight  # the fp32 tied Parameter (wte's): the exact rows, and .device/.dtype as before
+        self.register_buffer("low", weight.detach().to(dtype), persistent=False)
+        self.refine = refine
+
+    def forward(self, x):
+        logits = F.linear(x.to(self.low.dtype), self.low).float()
+        top = logits.topk(min(self.refine, logits.size(-1)), dim=-1).indices  # (..., m)
+        exact = torch.einsum("...c,...mc->...m", x.float(), self.weight[top])
+        return logits.scatter(-1, top, exact)
 
 
 def device_peak_flops():
