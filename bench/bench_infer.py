@@ -219,21 +219,23 @@ def speculative_bench(cfg):
     draft = load_model(cfg.draft_checkpoint, tokenizer, device, "fp32", verbose=False)[0] if cfg.draft_checkpoint else None
     prompts, files = held_out_prompts(cfg, tok)
     room = model.config.block_size - cfg.new_tokens
-    prompts = [p for p in prompts if len(p) <= room]  # every engine gets all new_tokens
+    prompts = held_out = [p for p in prompts if len(p) <= room]  # every engine gets all new_tokens
 
     # --- bf16 vs fp32 greedy agreement, as the evals decode (eos on) ----------------------------
-    agree = None
+    agree = {}
     if cfg.agree_n > 0 and dtype != torch.float32:
-        low = load_model(cfg.checkpoint, tokenizer, device, cfg.dtype, verbose=False)[0]
-        same_text, same_tok, n_tok = 0, 0, 0
+        import copy
+        # ours (GPT.decode_dtype: fp32 head where it decides) and every weight cast, as transformers' bf16
+        lows = {"GPT.decode_dtype": load_model(cfg.checkpoint, tokenizer, device, cfg.dtype, verbose=False)[0],
+                "every weight cast": copy.deepcopy(model).to(dtype)}
+        agree = {name: [0, 0, 0] for name in lows}
         for ids in prompts[:cfg.agree_n]:
             a = model.generate_ids([ids], cfg.new_tokens, eos_id=tok.eos_id)[0]
-            b = low.generate_ids([ids], cfg.new_tokens, eos_id=tok.eos_id)[0]
-            same_text += a == b
-            first = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
-            same_tok, n_tok = same_tok + first, n_tok + len(a)
-        agree = (same_text, min(cfg.agree_n, len(prompts)), same_tok, n_tok)
-        del low
+            for name, low in lows.items():
+                b = low.generate_ids([ids], cfg.new_tokens, eos_id=tok.eos_id)[0]
+                first = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+                agree[name] = [agree[name][0] + (a == b), agree[name][1] + first, agree[name][2] + len(a)]
+        del lows
     model = model.decode_dtype(dtype)  # fp32 logits (tied embedding fp32); transformers' bf16 is bf16 throughout
     draft = draft.decode_dtype(dtype) if draft is not None else None
     prompts = prompts[:cfg.n_prompts]
@@ -305,11 +307,11 @@ def speculative_bench(cfg):
               f"{ratio(name, 'transformers prompt lookup'):.2f}× | "
               + (f"{100 * st.acceptance:.0f}% | {st.mean_accepted:.2f} | " if st else "| | ")
               + f"{same[name]}/{len(prompts)} |")
-    if agree:
-        s_text, n_p, s_tok, n_tok = agree
-        print(f"\nbf16 vs fp32 greedy (eos on, up to {n} tokens, {n_p} held-out prompts): identical completions "
-              f"{s_text}/{n_p} ({100 * s_text / n_p:.0f}%); tokens before the first difference {s_tok}/{n_tok} "
-              f"({100 * s_tok / max(n_tok, 1):.0f}%)")
+    n_p = min(cfg.agree_n, len(held_out))
+    for name, (s_text, s_tok, n_tok) in agree.items():
+        print(f"\n{dname} ({name}) vs fp32 greedy, eos on, up to {n} tokens, {n_p} held-out prompts: identical "
+              f"completions {s_text}/{n_p} ({100 * s_text / n_p:.0f}%); tokens before the first difference "
+              f"{s_tok}/{n_tok} ({100 * s_tok / max(n_tok, 1):.0f}%)")
     return rates, agree
 
 
