@@ -297,6 +297,23 @@ def test_bad_choices_are_one_line_errors(models):
         list(Decoder("draft", draft_model=other).generate(target, [[1, 2]], 4))
 
 
+def test_cli_speculation_flags(tmp_path, capsys):
+    """--speculate/--spec_k/--draft_checkpoint: the answer is plain greedy's; bad values are one line."""
+    from mathlm.infer.inference import generate_text, main
+    from tests.test_infer import _die, make_tiny
+    path, tok_dir, model, tok = make_tiny(str(tmp_path))
+    other = str(tmp_path / "other.pt")  # a draft trained with another tokenizer
+    torch.save({**torch.load(path, weights_only=True), "tokenizer_hash": "0123abcd"}, other)
+    common = ["--checkpoint", path, "--tokenizer", tok_dir, "--prompt", "What is 2+3?", "--max_new_tokens", "30"]
+    want = generate_text(model, tok, "What is 2+3?", max_new_tokens=30)
+    for extra in (["--speculate", "lookup", "--spec_k", "3"], ["--speculate", "draft", "--draft_checkpoint", path]):
+        assert main(common + extra) == want
+    _die(common + ["--speculate", "ngram"], "--speculate ngram: use one of off|lookup|draft")
+    _die(common + ["--spec_k", "0"], "--spec_k 0")
+    _die(common + ["--speculate", "draft"], "needs --draft_checkpoint")
+    _die(common + ["--speculate", "draft", "--draft_checkpoint", other, "--tokenizer", tok_dir], "tokenizer")
+
+
 # -----------------------------------------------------------------------------
 # static-shape decode step (the torch.compile path)
 
