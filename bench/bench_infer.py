@@ -23,7 +23,8 @@ Real held-out prompts (the *_test.jsonl beside the checkpoint, Q/A format), batc
 (128) each with eos off, at --dtype (auto: bf16 where native) for every engine: mathlm plain,
 prompt lookup and draft model (k = --spec_k), against transformers generate() on the exported
 folder, its prompt_lookup_num_tokens (= k) and its assistant_model (the exported draft, its
-defaults); with --compiled also mathlm plain and lookup through the torch.compile'd static-shape step. A round runs every engine on every prompt, interleaved prompt by prompt; tok/s per
+defaults); with --compiled also mathlm plain, lookup and draft through the torch.compile'd
+static-shape step. A round runs every engine on every prompt, interleaved prompt by prompt; tok/s per
 round = tokens / seconds, ratios are medians of per-round ratios. Also reported: acceptance rate
 and accepted drafts per target forward, whether each engine's greedy tokens equal mathlm plain's,
 and greedy agreement of bf16 weights with fp32 on --agree_n prompts (eos on, as the evals decode).
@@ -250,6 +251,8 @@ def speculative_bench(cfg):
     if cfg.compiled:
         decoders["mathlm compiled"] = Decoder(compile=True)
         decoders["mathlm lookup compiled"] = Decoder("lookup", k=k, compile=True)
+        if draft is not None:
+            decoders["mathlm draft compiled"] = Decoder("draft", k=k, draft_model=draft, compile=True)
 
     def ours(dec):
         def run(ids):

@@ -329,7 +329,7 @@ def test_static_step_gives_generate_tokens(models):
 
 def test_speculation_through_the_static_step_gives_plain_tokens(models):
     """Verify rounds padded to k + 1 slots of the static step (and GPT.forward where they do not fit:
-    forced results, the context end): the tokens of plain greedy decoding."""
+    forced results, the context end), the draft model's steps too: the tokens of plain greedy decoding."""
     target, draft = models
     tools = Chars()
     for i, ids in enumerate(prompts(12, seed=13)):
@@ -345,13 +345,13 @@ def test_compiled_step_gives_eager_tokens(models):
     """torch.compile (inductor on CPU) of the static step: the same greedy tokens as eager, plain and
     speculative, with one graph for every prompt length (the cache is block_size long)."""
     import torch._dynamo
-    target, _ = models
     torch._dynamo.reset()
-    plain, look = Decoder(compile=True), Decoder("lookup", k=4, compile=True)
+    target, draft = models
+    decs = [Decoder(compile=True), Decoder("lookup", k=4, compile=True), Decoder("draft", k=3, draft_model=draft, compile=True)]
     for ids in prompts(4, seed=11):
         want = target.generate_ids([ids], 16)[0]
-        assert [int(t) for t in plain.generate(target, [ids], 16)] == want
-        assert [int(t) for t in look.generate(target, [ids], 16)] == want
+        for dec in decs:
+            assert [int(t) for t in dec.generate(target, [ids], 16)] == want
 
 
 # -----------------------------------------------------------------------------

@@ -76,11 +76,12 @@ class Lookup:
 
 class DraftModel:
     """Drafts from a smaller GPT (same tokenizer), sampling with the target's settings. Its KV cache
-    keeps the longest prefix it shares with the sequence, so each round feeds only what is new."""
+    keeps the longest prefix it shares with the sequence, so each round feeds only what is new.
+    step: static_step or its compiled form for its one- and two-token forwards (the drafting loop)."""
 
-    def __init__(self, model):
-        self.model = model
-        self.cache, self.tokens = None, []
+    def __init__(self, model, step=None):
+        self.model, self.step = model, step
+        self.cache, self.static, self.tokens = None, None, []
 
     @torch.no_grad()
     def draft(self, seq, k, temperature, top_k, top_p, generator):
@@ -88,9 +89,9 @@ class DraftModel:
         k = min(k, block - len(seq))  # the draft's context ends before the target's may
         if k <= 0:
             return [], None
-        if self.cache is None or self.cache.max_len < len(seq) + k - 1:
+        if self.cache is None:
             self.cache = KVCache(m.config, 1, block, device=m.lm_head.weight.device, dtype=m.cos.dtype)
-            self.tokens = []
+            self.static = StaticCache(self.cache) if self.step else None
         same = 0
         for a, b in zip(self.tokens, seq):
             if a != b:
@@ -98,8 +99,8 @@ class DraftModel:
             same += 1
         same = min(same, len(seq) - 1)  # at least the newest token is fed: its logits are the first draft's
         self.cache.truncate(same)
-        device = m.lm_head.weight.device
-        logits = m(torch.tensor([seq[same:]], device=device), cache=self.cache, last_only=True)[0][0, -1]
+        # 2 slots: after a round that accepted every draft, the last draft and the bonus token are new
+        logits = _run(m, seq[same:], self.cache, self.static, self.step, 2, last_only=True)[-1]
         self.tokens = list(seq)
         out, qs = [], []
         for i in range(k):
@@ -111,7 +112,7 @@ class DraftModel:
                 qs.append(q)
             out.append(t)
             if i < k - 1:
-                logits = m(torch.tensor([[t]], device=device), cache=self.cache, last_only=True)[0][0, -1]
+                logits = _run(m, [t], self.cache, self.static, self.step, 1)[-1]
                 self.tokens.append(t)
         return out, (torch.stack(qs) if qs else None)
 
@@ -137,6 +138,23 @@ class SpecStats:
 
 # -----------------------------------------------------------------------------
 # speculative decoding, batch 1
+
+def _run(model, toks, cache, static=None, step=None, width=0, last_only=False):
+    """Logits (len(toks), vocab) of `toks` fed after the cache's tokens, the cache advanced by them:
+    through `step` on `static` when they fit `width` slots, padded (one compiled shape), else
+    GPT.forward. The pad tokens' keys land past what is kept, are never attended by the real tokens
+    (causal mask) and are overwritten before anything reads them."""
+    device = model.lm_head.weight.device
+    pos, n = cache.pos, len(toks)
+    if step is not None and n <= width and pos + width <= cache.max_len:
+        logits = step(model, torch.tensor([toks + [0] * (width - n)], device=device),
+                      torch.arange(pos, pos + width, device=device), static)[0, :n]
+        cache.key_mask[:, pos:pos + n] = True  # what GPT.forward's bookkeeping would have done
+        cache.next_pos += n
+        cache.pos += n
+        return logits
+    return model(torch.tensor([toks], device=device), cache=cache, last_only=last_only)[0][0]
+
 
 def _verify(p_logits, drafts, q, temperature, top_k, top_p, generator):
     """(number of drafts accepted, the token that ends the round). p_logits (len(drafts) + 1, vocab):
@@ -218,18 +236,7 @@ def speculative_generate(model, ids, max_new_tokens, temperature=0.0, top_k=None
         if calls is not None and calls.result in drafts:  # what follows <|result|> is forced, never drafted
             drafts = drafts[:drafts.index(calls.result) + 1]
         q = q[:len(drafts)] if q is not None else None
-        fed, pos = seq[cache.pos:] + drafts, cache.pos
-        if static is not None and len(fed) <= width and pos + width <= cache.max_len:
-            # padded to `width`: the pad tokens' keys land past what is kept, are never attended by the
-            # real tokens (causal mask) and are overwritten before anything reads them
-            slots = torch.arange(pos, pos + width, device=device)
-            logits = step(model, torch.tensor([fed + [0] * (width - len(fed))], device=device), slots, static)
-            logits = logits[0, len(fed) - len(drafts) - 1:len(fed)]
-            cache.key_mask[:, pos:pos + len(fed)] = True  # what GPT.forward's bookkeeping would have done
-            cache.next_pos += len(fed)
-            cache.pos += len(fed)
-        else:
-            logits = model(torch.tensor([fed], device=device), cache=cache)[0][0, -len(drafts) - 1:]  # (1 + len, vocab)
+        logits = _run(model, seq[cache.pos:] + drafts, cache, static, step, width)[-len(drafts) - 1:]  # (1 + len, vocab)
         j, nxt = _verify(logits, drafts, q, temperature, top_k, top_p, generator)
         cache.truncate(len(seq) + j)  # keep the sequence and the accepted drafts
         stats.rounds += 1
@@ -356,7 +363,8 @@ class Decoder:
             if self.draft_model is not None and self.draft_model.config.vocab_size != model.config.vocab_size:
                 raise ValueError("the draft model's vocabulary differs from the model's — draft with a model "
                                  "trained on the same tokenizer")
-            drafter = Lookup(self.max_ngram) if self.speculate == "lookup" else DraftModel(self.draft_model)
+            draft_step = self.step if self.draft_model is not None and self.draft_model.config.n_expert == 0 else None
+            drafter = Lookup(self.max_ngram) if self.speculate == "lookup" else DraftModel(self.draft_model, draft_step)
             ids = prompts[0].tolist() if isinstance(prompts, torch.Tensor) else list(prompts[0])
             return speculative_generate(model, ids, max_new_tokens, tools=tools, drafter=drafter, k=self.k,
                                         stats=self.stats, step=self.step if dense else None, **kw)
