@@ -236,7 +236,9 @@ def speculative_generate(model, ids, max_new_tokens, temperature=0.0, top_k=None
         if calls is not None and calls.result in drafts:  # what follows <|result|> is forced, never drafted
             drafts = drafts[:drafts.index(calls.result) + 1]
         q = q[:len(drafts)] if q is not None else None
-        logits = _run(model, seq[cache.pos:] + drafts, cache, static, step, width)[-len(drafts) - 1:]  # (1 + len, vocab)
+        fed = seq[cache.pos:] + drafts
+        # a lone token (no draft this round) takes the 1-slot graph: padding it to k + 1 would cost a verify
+        logits = _run(model, fed, cache, static, step, 1 if len(fed) == 1 else width)[-len(drafts) - 1:]  # (1 + len, vocab)
         j, nxt = _verify(logits, drafts, q, temperature, top_k, top_p, generator)
         cache.truncate(len(seq) + j)  # keep the sequence and the accepted drafts
         stats.rounds += 1
