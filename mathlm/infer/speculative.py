@@ -22,11 +22,13 @@ output matches plain sampling with those settings. Greedy (temperature 0) is the
 while the draft equals the target's argmax, then emit the argmax.
 Drafters:
   - Lookup: prompt lookup. The longest n-gram (n <= max_ngram) ending the text so far that occurred
-    before, most recent occurrence; its continuation is the draft. q is one-hot (deterministic), so
-    d is accepted with probability p(d) and a rejection draws from p with d removed. Costs no model.
+    before (its latest occurrence with k tokens after it); its continuation is the draft. q is
+    one-hot (deterministic), so d is accepted with probability p(d) and a rejection draws from p
+    with d removed. Costs no model.
   - DraftModel: a smaller GPT on the same tokenizer, with its own KV cache kept in step.
-The target's cache holds every token but the newest; a rejection truncates it (KVCache.truncate:
-slots are written by position, so moving the pointer back is the rollback).
+The target's cache holds every token but the newest (and a forced calculator result, which goes in
+with the next drafts); a rejection truncates it (KVCache.truncate: slots are written by position,
+so moving the pointer back is the rollback).
 
 Compiled decode: GPT.forward slices its KV cache to the tokens so far, a new shape every step,
 which torch.compile would recompile or guard on. `static_step` runs the same blocks on the whole
