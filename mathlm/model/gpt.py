@@ -551,7 +551,9 @@ class RefinedHead(nn.Module):
         self.refine = refine
 
     def forward(self, x):
-        logits = F.linear(x.to(self.low.dtype), self.low).float()
+        # contiguous: a strided (B, 1, C) slice (the prefill's last position) sends a bf16 F.linear to
+        # bmm with a copy of the whole matrix, 90 ms at 40M (measured), instead of one mm
+        logits = F.linear(x.contiguous().to(self.low.dtype), self.low).float()
         top = logits.topk(min(self.refine, logits.size(-1)), dim=-1).indices  # (..., m)
         exact = torch.einsum("...c,...mc->...m", x.float(), self.weight[top])
         return logits.scatter(-1, top, exact)
