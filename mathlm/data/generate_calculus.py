@@ -909,6 +909,17 @@ def write_corpus(path, recs, seed):
     return len(docs)
 
 
+def parse_levels(text, allowed, example):
+    """--levels "1,2" → [1, 2]; one line naming the allowed levels for anything else (both ladders' generators)."""
+    try:
+        levels = sorted({int(x) for x in str(text).split(",") if x.strip()})
+    except ValueError:
+        levels = []
+    if not levels or any(lv not in allowed for lv in levels):
+        die(f"--levels {text!r}: give a comma list from {', '.join(map(str, allowed))}, e.g. {example}")
+    return levels
+
+
 @cli
 def main(argv=None):
     import os
@@ -918,12 +929,7 @@ def main(argv=None):
         check_range(cfg, k, lo=0)
     check_range(cfg, "workers", lo=0, why="0 = one per CPU")
     check_range(cfg, "seed", lo=0, hi=SEED_MAX)
-    try:
-        levels = sorted({int(x) for x in str(cfg.levels).split(",") if x.strip()})
-    except ValueError:
-        levels = []
-    if not levels or any(lv not in LEVELS for lv in levels):
-        die(f"--levels {cfg.levels!r}: give a comma list from {', '.join(map(str, LEVELS))}, e.g. 1,2")
+    levels = parse_levels(cfg.levels, LEVELS, "1,2")
     check_range(cfg, "casual", lo=0, hi=1)
     workers = cfg.workers or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
     from mathlm.data.qa_io import dataset_lock

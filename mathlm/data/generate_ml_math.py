@@ -852,33 +852,38 @@ def make_pair(rng, topic):
     return {"question": q, "answer": answer, "final": final, "kind": kind, "topic": topic, "params": params}
 
 
-def generate(n, seed, progress=False, stats=None):
-    """n checked pairs, unique by (topic, inputs). Same (n, seed) → same list."""
+def draw_unique(n, make, name, unit, progress=False, stats=None):
+    """n records from make(i) (i = 0, 1, ...; a record or None when its checks failed), unique by
+    json of their (topic, level, params): the driver ml_math and word_problems share. Gives up with
+    an error when failed + duplicate draws pass 20n + 100 (the space of one topic is used up)."""
     from tqdm import tqdm
-    rng = random.Random(seed)
-    pairs, seen, dropped, dups = [], set(), 0, 0
-    bar = tqdm(total=n, desc=f"generating {NAME}", disable=None if progress else True, unit="pair")
-    i = 0
-    while len(pairs) < n:
+    out, seen, dropped, dups, i = [], set(), 0, 0, 0
+    bar = tqdm(total=n, desc=f"generating {name}", disable=None if progress else True, unit=unit)
+    while len(out) < n:
         if dropped + dups > 20 * n + 100:
-            raise RuntimeError(f"{NAME}: cannot find {n} unique checked pairs ({dropped} failed, {dups} duplicates)")
-        topic = _ORDER[i % len(_ORDER)]
+            raise RuntimeError(f"{name}: cannot find {n} unique checked {unit}s ({dropped} failed, {dups} duplicates)")
+        rec = make(i)
         i += 1  # a topic whose space is used up gives way to the next one
-        rec = make_pair(rng, topic)
         if rec is None:
             dropped += 1
             continue
-        key = (topic, json.dumps(rec["params"], sort_keys=True))
+        key = (rec["topic"], rec.get("level"), json.dumps(rec["params"], sort_keys=True))
         if key in seen:
             dups += 1
             continue
         seen.add(key)
-        pairs.append(rec)
+        out.append(rec)
         bar.update(1)
     bar.close()
     if stats is not None:
         stats.update(dropped=dropped, duplicates=dups)
-    return pairs
+    return out
+
+
+def generate(n, seed, progress=False, stats=None):
+    """n checked pairs, unique by (topic, inputs). Same (n, seed) → same list."""
+    rng = random.Random(seed)
+    return draw_unique(n, lambda i: make_pair(rng, _ORDER[i % len(_ORDER)]), NAME, "pair", progress, stats)
 
 
 @cli

@@ -31,15 +31,14 @@ what the decoder forces at inference is exactly what training showed.
 Deterministic: one random.Random(seed) drives everything. Problems are unique by (topic, level,
 numbers): the held-out split cannot hold train's arithmetic under another name.
 """
-import json
 import random
 import time
 from dataclasses import dataclass
 from fractions import Fraction
 
-from mathlm.common import SEED_MAX, check_range, cli, die, parse_config
-from mathlm.data.generate_calculus import write_outputs
-from mathlm.data.generate_ml_math import num
+from mathlm.common import SEED_MAX, check_choice, check_range, cli, parse_config
+from mathlm.data.generate_calculus import parse_levels, write_outputs
+from mathlm.data.generate_ml_math import draw_unique, num
 from mathlm.format import CALL, calc_call
 
 
@@ -457,31 +456,10 @@ def make_problem(rng, topic, level, calls=True):
 def generate(n, seed, levels=LEVELS, calls=True, progress=False, stats=None):
     """n checked problems, unique by (topic, level, numbers), the (topic, level) pairs in turn.
     Same arguments → same list."""
-    from tqdm import tqdm
     rng = random.Random(seed)
     order = [(t, lv) for lv in levels for t in TOPICS]
-    out, seen, dropped, dups, i = [], set(), 0, 0, 0
-    bar = tqdm(total=n, desc=f"generating {NAME}", disable=None if progress else True, unit="problem")
-    while len(out) < n:
-        if dropped + dups > 20 * n + 100:
-            raise RuntimeError(f"{NAME}: cannot find {n} unique checked problems ({dropped} failed, {dups} duplicates)")
-        topic, level = order[i % len(order)]
-        i += 1
-        rec = make_problem(rng, topic, level, calls)
-        if rec is None:
-            dropped += 1
-            continue
-        key = (topic, level, json.dumps(rec["params"], sort_keys=True))
-        if key in seen:
-            dups += 1
-            continue
-        seen.add(key)
-        out.append(rec)
-        bar.update(1)
-    bar.close()
-    if stats is not None:
-        stats.update(dropped=dropped, duplicates=dups)
-    return out
+    return draw_unique(n, lambda i: make_problem(rng, *order[i % len(order)], calls), NAME, "problem",
+                       progress, stats)
 
 
 @cli
@@ -490,14 +468,8 @@ def main(argv=None):
     check_range(cfg, "n", lo=1)
     check_range(cfg, "n_test", lo=0)
     check_range(cfg, "seed", lo=0, hi=SEED_MAX)
-    if cfg.calls not in ("on", "off"):
-        die(f"--calls {cfg.calls!r}: choose on or off")
-    try:
-        levels = sorted({int(x) for x in str(cfg.levels).split(",") if x.strip()})
-    except ValueError:
-        levels = []
-    if not levels or any(lv not in LEVELS for lv in levels):
-        die(f"--levels {cfg.levels!r}: give a comma list from {', '.join(map(str, LEVELS))}, e.g. 2,3")
+    check_choice(cfg, "calls", ("on", "off"))
+    levels = parse_levels(cfg.levels, LEVELS, "2,3")
     from mathlm.data.qa_io import dataset_lock
     with dataset_lock(NAME, cfg.out_dir):  # a second run on this dataset stops here, before the generation
         return run(cfg, levels)
