@@ -110,3 +110,19 @@ def test_bad_flags_exit_with_one_line(bad, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         calc.main(bad + ["--text_only", "--out_dir", str(tmp_path)])
     assert e.value.code != 0
+
+
+def test_casual_phrasings_are_many_and_never_a_typed_template():
+    """compose() draws thousands of phrasings, none equal to a held-out typed template (checked on the
+    unformatted template) and none using the typed set's own words."""
+    import random
+    rng = random.Random(3)
+    typed = set(calc.TYPED_DIFF_Q + calc.TYPED_INDEF_Q + calc.TYPED_DEF_Q)
+    seen = set()
+    for i in range(6000):
+        family = ("diff", "indef", "def")[i % 3]
+        q = calc.compose(rng, family, dict(fn="f", v="x", e="{e}", pe="({e})", a="{a}", b="{b}", rule=None))
+        assert q.replace("x", "{v}").replace("f", "{fn}") not in typed
+        assert not {"whats", "wrt", "take", "please", "between"} & set(re.findall(r"[a-z]+", q.lower())), q
+        seen.add(q)
+    assert len(seen) > 1500

@@ -278,13 +278,62 @@ DEF_Q = [
     "What is the definite integral of {fn}({v}) = {e} over [{a}, {b}]?",
     "Find the value of ∫ {pe} d{v} with lower limit {a} and upper limit {b}.",
 ]
-CASUAL_DIFF_Q = ["derivative of {e}", "derivative of {e}?", "d/d{v} {e}", "d/d{v} ({e})", "differentiate {e}",
-                 "what's the derivative of {e}?", "find the derivative of {e}", "{fn}({v}) = {e}, {fn}'({v}) = ?",
-                 "y = {e}. y'?", "how do I differentiate {e}?", "derivative of {fn}({v}) = {e}", "d/d{v}[{e}]"]
-CASUAL_INDEF_Q = ["integrate {e}", "integral of {e}", "∫ {e} d{v}", "antiderivative of {e}", "integrate {e} d{v}",
-                  "what is the integral of {e}?", "∫ ({e}) d{v} = ?", "find the integral of {e}"]
-CASUAL_DEF_Q = ["integrate {e} from {a} to {b}", "integral of {e} from {a} to {b}", "∫_{a}^{b} {e} d{v}",
-                "definite integral of {e}, {v} from {a} to {b}", "∫ {e} d{v} from {a} to {b} = ?"]
+# Casual questions are composed: an opening, a core naming the task and the expression, an ending.
+# The 40-odd cores times openings and endings give thousands of phrasings, so what the model learns
+# is to find the task word and the expression wherever they sit, not a dozen templates (a tiny SFT
+# model read casual questions of the trained templates at 83% but unseen templates at 65%). The
+# typed templates below stay out: compose() redraws any phrasing equal to one of them, and their
+# words "whats", "wrt", "take", "please" and "between" are not used here at all.
+CASUAL_DIFF_NOUN = ["derivative of {e}", "d/d{v} of {e}", "derivative of {fn}({v}) = {e}",
+                    "derivative of y = {e}", "first derivative of {e}", "{v}-derivative of {e}"]
+CASUAL_DIFF_CORE = ["d/d{v} {e}", "d/d{v} ({e})", "d/d{v}[{e}]", "(d/d{v}) {e}", "differentiate {e}",
+                    "differentiate y = {e}", "diff {e}", "{fn}({v}) = {e}, {fn}'({v}) = ?", "y = {e}. y'?",
+                    "y = {e}, dy/d{v} = ?", "dy/d{v} for y = {e}", "{fn}'({v}) if {fn}({v}) = {e}",
+                    "{fn}({v}) = {e}; find {fn}'", "{e} -> derivative", "{e}, derivative?", "d/d{v}: {e}",
+                    "how do I differentiate {e}", "help me differentiate {e}", "could you differentiate {e}",
+                    "differentiate {e} with respect to {v}", "differentiate {e} w.r.t. {v}", "derive {e}"]
+CASUAL_INDEF_NOUN = ["integral of {e}", "antiderivative of {e}", "indefinite integral of {e}",
+                     "anti-derivative of {e}", "primitive of {e}", "integral of {fn}({v}) = {e}"]
+CASUAL_INDEF_CORE = ["integrate {e}", "integrate {e} d{v}", "∫ {e} d{v}", "∫ ({e}) d{v}", "∫({e})d{v}",
+                     "∫ ({e}) d{v} = ?", "integrate y = {e}", "integrate {e} with respect to {v}",
+                     "integrate {e} w.r.t. {v}", "{e} -> antiderivative", "{e}, integral?", "∫ {e}",
+                     "how do I integrate {e}", "help me integrate {e}", "could you integrate {e}",
+                     "F'({v}) = {e}, F({v}) = ?", "antidifferentiate {e}"]
+CASUAL_DEF_NOUN = ["integral of {e} from {a} to {b}", "definite integral of {e}, {v} from {a} to {b}",
+                   "integral from {a} to {b} of {e}", "integral of {e} on [{a}, {b}]",
+                   "integral of {e} over [{a}, {b}]", "value of ∫ {e} d{v} from {a} to {b}",
+                   "integral of {e} for {v} in [{a}, {b}]", "integral of {e} with {v} going from {a} to {b}",
+                   "definite integral of {fn}({v}) = {e} from {v} = {a} to {v} = {b}"]
+CASUAL_DEF_CORE = ["integrate {e} from {a} to {b}", "∫_{a}^{b} {e} d{v}", "∫_{a}^{b} ({e}) d{v}",
+                   "∫ {e} d{v} from {a} to {b} = ?", "∫ from {a} to {b} of {e} d{v}", "integrate {e} over [{a}, {b}]",
+                   "integrate {e} on [{a},{b}]", "integrate {e} for {v} = {a} to {b}", "integrate {e}, {v}={a}..{b}",
+                   "integrate {e} from {v}={a} to {v}={b}", "∫ {e} d{v}, lower limit {a}, upper limit {b}",
+                   "how do I integrate {e} from {a} to {b}", "could you integrate {e} from {a} to {b}",
+                   "integrate {e} with limits {a} and {b}", "integrate {e} d{v} from {a} to {b}"]
+NOUN_OPEN = ["", "", "", "", "what's the ", "what is the ", "find the ", "compute the ", "calculate the ", "get the ",
+             "need the ", "i need the ", "give me the ", "so what is the ", "hey, ", "quick: ", "q: what's the "]
+CORE_OPEN = ["", "", "", "", "", "pls ", "hey ", "quick: ", "ok ", "now ", "hi, ", "hello! "]
+CASUAL_END = ["", "", "", "", "?", " ?", "??", " pls", " thanks", " thx", ".", " (show steps)", " step by step",
+              " for me", " now", "!"]
+
+
+def compose(rng, family, fmt_args):
+    """One casual phrasing: opening + core + ending, never one of the held-out typed templates."""
+    noun, core = {"diff": (CASUAL_DIFF_NOUN, CASUAL_DIFF_CORE), "indef": (CASUAL_INDEF_NOUN, CASUAL_INDEF_CORE),
+                  "def": (CASUAL_DEF_NOUN, CASUAL_DEF_CORE)}[family]
+    typed = set(TYPED_DIFF_Q + TYPED_INDEF_Q + TYPED_DEF_Q)
+    while True:
+        if rng.random() < 0.4:
+            t = rng.choice(NOUN_OPEN) + rng.choice(noun)
+        else:
+            t = rng.choice(CORE_OPEN) + rng.choice(core)
+        t += rng.choice(CASUAL_END) if not t.endswith("?") else ""
+        if rng.random() < 0.2:
+            t = t[0].upper() + t[1:]
+        if t not in typed:
+            return t.format(**fmt_args)
+
+
 TYPED_DIFF_Q = ["whats d/d{v} of {e}", "can you differentiate {e} for me", "derivative: {e}",
                 "take the derivative of {e}", "differentiate {e} wrt {v}", "d({e})/d{v} = ?"]
 TYPED_INDEF_Q = ["whats the antiderivative of {e}", "integrate: {e}", "compute the integral of {e} wrt {v}",
@@ -312,12 +361,12 @@ def phrase(rng, family, e, v, a=None, b=None, rule=None, style="formal"):
     fn = rng.choice(["f", "f", "g", "h"])
     if style == "formal":
         pool = {"diff": DIFF_Q + (RULE_Q if rule else []), "indef": INDEF_Q, "def": DEF_Q}[family]
-    else:
-        pool = {("diff", "casual"): CASUAL_DIFF_Q, ("indef", "casual"): CASUAL_INDEF_Q,
-                ("def", "casual"): CASUAL_DEF_Q, ("diff", "typed"): TYPED_DIFF_Q,
-                ("indef", "typed"): TYPED_INDEF_Q, ("def", "typed"): TYPED_DEF_Q}[family, style]
-        e = casual(e, rng)
-    return rng.choice(pool).format(fn=fn, v=v, e=e, pe=paren(e), a=a, b=b, rule=rule)
+        return rng.choice(pool).format(fn=fn, v=v, e=e, pe=paren(e), a=a, b=b, rule=rule)
+    e = casual(e, rng)
+    args = dict(fn=fn, v=v, e=e, pe=paren(e), a=a, b=b, rule=rule)
+    if style == "casual":
+        return compose(rng, family, args)
+    return rng.choice({"diff": TYPED_DIFF_Q, "indef": TYPED_INDEF_Q, "def": TYPED_DEF_Q}[family]).format(**args)
 
 
 FAMILY = {"indefinite_integral": "indef", "definite_integral": "def"}
