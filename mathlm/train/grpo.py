@@ -124,7 +124,7 @@ PRESETS = {
     # max_new_tokens 224: quotient-rule and integral answers run to 160-230 tokens; a cap of 160 scored
     # right-but-long solutions 0 and taught the policy nothing on exactly the topics SFT leaves at 40-60%
     "tiny": dict(tasks="calculus:1", group_size=8, questions_per_step=8, max_new_tokens=224, max_steps=80,
-                 lr=1e-4, min_lr=1e-4, warmup_steps=5, micro_batch=64, eval_every=20, n_eval=200, eval_batch=100),
+                 lr=1e-4, min_lr=1e-4, warmup_steps=5, micro_batch=64, eval_every=40, n_eval=200, eval_batch=100),
     # the pipeline's smoke run: seconds
     "smoke": dict(group_size=4, questions_per_step=4, max_new_tokens=32, max_steps=4, warmup_steps=1,
                   micro_batch=16, eval_every=2, n_eval=8, eval_batch=8, lr=1e-4, min_lr=1e-4),
