@@ -169,3 +169,23 @@ def test_end_to_end_random_checkpoint(work, tmp_path):
     assert js["tools"] == ["off"]
     rows = [json.loads(ln) for ln in open(tmp_path / "m.jsonl")]
     assert len(rows) == N and {r["tools"] for r in rows} == {"off"}
+
+
+def test_speculate_and_dtype_flags(work, tmp_path):
+    """--speculate lookup at --batch_size 1 scores the very completions plain decoding does (greedy
+    speculation is exact), in both evals and with the calculator on; --dtype bf16 decodes; bad values
+    are one-line errors before any work."""
+    base = args(work, tmp_path) + ["--max_new_tokens", "40", "--batch_size", "1"]
+    no_dir = base[:4] + base[6:]   # the GSM8K eval reads --source, not --data_dir
+    for ev, flags0 in ((math_eval, base + ["--domains", "word_problems,gsm8k"]),
+                       (gsm8k_eval, no_dir + ["--source", str(work / "gsm8k_test.jsonl")])):
+        texts = []
+        for flags in ([], ["--speculate", "lookup", "--spec_k", "3"]):
+            ev.main(flags0 + flags)
+            texts.append([json.loads(ln)["completion"] for ln in open(tmp_path / "m.jsonl")])
+        assert len(texts[0]) >= N and texts[0] == texts[1]
+    js = math_eval.main(base + ["--domains", "word_problems", "--dtype", "bf16"])
+    assert js["domains"]["word_problems"]["n"] == N
+    for bad in (["--dtype", "fp8"], ["--speculate", "medusa"], ["--spec_k", "0"], ["--speculate", "draft"]):
+        with pytest.raises(SystemExit, match="error: --(dtype|speculate|spec_k)"):
+            math_eval.main(base + bad)

@@ -16,7 +16,7 @@ from mathlm.model.gpt import GPT, GPTConfig
 from mathlm.train import sft
 from mathlm.train.common import save_checkpoint
 from mathlm.train.sft import (build_batch, chat_ids, domain_val_losses, draw_examples, forgetting_warnings,
-                              masked_loss, qa_ids, val_table)
+                              length_groups, masked_loss, qa_ids, val_table)
 
 PAD = 2
 
@@ -72,6 +72,30 @@ def test_build_batch_truncates_the_answer_tail_at_block_size():
     assert y.tolist() == [[-100, -100, 20, 21, 22, 23]]
     x, _ = build_batch([qa_ids([10], [20, 1])], PAD, block_size=64, multiple=8)
     assert x.shape == (1, 8)                                  # padded up to the multiple
+
+
+def test_length_groups_give_the_whole_batchs_gradient_with_less_padding():
+    """k forwards over length-sorted groups, each loss divided by the step's answer-token count, add up
+    to the gradient of one padded batch; the groups hold every example once and pad less."""
+    ex = random_examples(13, seed=4) + [qa_ids(list(range(6, 26)), list(range(6, 20)))]  # one long one
+    n_answer = int((build_batch(ex, PAD, 32)[1] != -100).sum())
+    grads = []
+    for k in (1, 3, 4):
+        groups = length_groups(ex, k)
+        assert len(groups) == k and sorted(map(len, groups)) == sorted(len(ex) // k + (i < len(ex) % k) for i in range(k))
+        assert sorted(e[0] for g in groups for e in g) == sorted(e[0] for e in ex)
+        model = tiny_gpt()
+        padded = 0
+        for g in groups:
+            x, y = build_batch(g, PAD, 32)
+            padded += x.numel()
+            masked_loss(model(x)[0], y, n_answer).backward()
+        grads.append((torch.cat([p.grad.flatten() for p in model.parameters()]), padded))
+    whole, padded1 = grads[0]
+    for g, padded in grads[1:]:
+        torch.testing.assert_close(g, whole, atol=1e-6, rtol=1e-4)
+        assert padded < padded1
+    assert length_groups(ex[:2], 4) == [sorted(ex[:2], key=lambda e: len(e[0]))[:1], sorted(ex[:2], key=lambda e: len(e[0]))[1:]]
 
 
 def test_masked_loss_matches_hand_computation():

@@ -5,6 +5,7 @@
     python -m mathlm.eval.gsm8k --source ../shared/data/gsm8k/test.jsonl --n 0        # all 1,319
     python -m mathlm.eval.gsm8k --samples 8 --temperature 0.7                          # + maj@8, pass@8
     python -m mathlm.eval.gsm8k --tools both                                           # with vs without the calculator
+    python -m mathlm.eval.gsm8k --dtype bf16 --speculate lookup --batch_size 1          # bf16 weights, speculation
 
 Reads: --checkpoint, --tokenizer, the test set: --source (jsonl in the GSM8K schema,
 question/answer "... #### N"), else gsm8k_test.jsonl here (written by download_gsm8k), else
@@ -37,8 +38,8 @@ from tqdm import tqdm
 
 from mathlm.common import atomic_write, atomic_write_json, check_range, cli, die, parse_config, pick_device
 from mathlm.eval.answers import extract_number, gold_answer, majority_key, numbers_equal
-from mathlm.eval.harness import (complete, load_for_eval, output_lock, read_rows, subset, tool_modes, validate,
-                                 wilson_str)
+from mathlm.eval.harness import (complete, eval_decoder, load_for_eval, output_lock, read_rows, subset, tool_modes,
+                                 validate, wilson_str)
 from mathlm.format import encode_qa, qa_prompt, strip_calls
 from mathlm.infer.inference import pick_default_checkpoint
 
@@ -78,6 +79,10 @@ class Config:
     top_p: float = 1.0             # for the samples; 1.0 = off
     device: str = "auto"           # auto|cuda|mps|cpu
     tools: str = "auto"            # calculator in decoding: auto (on if the tokenizer has its tokens) | on | off | both
+    dtype: str = "fp32"            # decoding weights: fp32 (as trained: the reported scores) | bf16 | auto (bf16 where native)
+    speculate: str = "off"         # off | lookup | draft: exact speculative decoding, used at --batch_size 1
+    spec_k: int = 4                # tokens drafted per round
+    draft_checkpoint: str = ""     # --speculate draft: a smaller model on the same tokenizer
     out: str = "eval_gsm8k"        # writes <out>.jsonl and <out>.json
 
 
@@ -138,21 +143,24 @@ def run(cfg):
     if not rows:
         die("the test set is empty")
     device = pick_device(cfg.device)
-    model, tok = load_for_eval(cfg.checkpoint, cfg.tokenizer, device)
+    model, tok = load_for_eval(cfg.checkpoint, cfg.tokenizer, device, cfg.dtype)
+    decoder = eval_decoder(cfg, model, tok, device)
     modes = tool_modes(cfg.tools, tok)
     tools = tok if modes[0] == "on" else None
     prompts, used = zip(*(build_prompt(r["question"], cfg.shots, model.config.block_size,
                                        cfg.max_new_tokens, tok, calls=tools is not None) for r in rows))
     t0 = time.time()
     with tqdm(total=len(rows), desc=f"gsm8k greedy, tools {modes[0]}", unit="q", disable=None) as bar:
-        greedy = complete(model, tok, list(prompts), cfg.max_new_tokens, cfg.batch_size, progress=bar, tools=tools)
+        greedy = complete(model, tok, list(prompts), cfg.max_new_tokens, cfg.batch_size, progress=bar, tools=tools,
+                          decoder=decoder)
     dt_greedy = time.time() - t0
     greedy_off = None
     if len(modes) == 2:   # --tools both: the same problems without the calculator (and shots without calls)
         prompts_off = [build_prompt(r["question"], cfg.shots, model.config.block_size, cfg.max_new_tokens, tok)[0]
                        for r in rows]
         with tqdm(total=len(rows), desc="gsm8k greedy, tools off", unit="q", disable=None) as bar:
-            greedy_off = complete(model, tok, prompts_off, cfg.max_new_tokens, cfg.batch_size, progress=bar)
+            greedy_off = complete(model, tok, prompts_off, cfg.max_new_tokens, cfg.batch_size, progress=bar,
+                                  decoder=decoder)
     samples = None
     if cfg.samples > 0:
         with tqdm(total=len(rows), desc=f"gsm8k {cfg.samples} samples", unit="q", disable=None) as bar:

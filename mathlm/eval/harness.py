@@ -22,7 +22,7 @@ import random
 
 import torch
 
-from mathlm.common import SEED_MAX, check_device, check_range, die, hold_lock, json_row, qa_fields_ok
+from mathlm.common import SEED_MAX, check_choice, check_device, check_range, die, hold_lock, json_row, qa_fields_ok
 from mathlm.format import cut_completion
 
 # checked every few steps: decoding every row every step would cost more than it saves
@@ -51,6 +51,11 @@ def validate(cfg):
     check_range(cfg, "samples", lo=0, why="0 = greedy only")
     if cfg.samples > 0:  # at temperature 0 the k samples are k copies of the greedy answer
         check_range(cfg, "temperature", above=0, why="the samples are drawn at it")
+    check_choice(cfg, "dtype", ("auto", "fp32", "bf16"))
+    check_choice(cfg, "speculate", ("off", "lookup", "draft"))
+    check_range(cfg, "spec_k", lo=1, hi=64)
+    if cfg.speculate == "draft" and not cfg.draft_checkpoint:
+        die("--speculate draft needs --draft_checkpoint PATH (a smaller model on the same tokenizer)")
     check_device(cfg)
 
 
@@ -78,6 +83,18 @@ def load_for_eval(checkpoint, tokenizer_dir, device, dtype="fp32"):
     model = model_from_checkpoint(ckpt, device)
     model.decode_dtype(pick_dtype(device, dtype, verbose=False)).eval()
     return model, tok
+
+
+def eval_decoder(cfg, model, tok, device):
+    """--speculate off|lookup|draft (with --spec_k, --draft_checkpoint) → the speculative.Decoder that
+    complete() decodes with, or None for off. Speculation is exact (greedy: the same tokens as plain
+    decoding), and it runs at batch 1 only: with --batch_size 1 it speeds a latency-bound eval, while
+    a batched eval decodes plainly whatever the flag says."""
+    if cfg.speculate == "off":
+        return None
+    from mathlm.infer.inference import make_decoder
+    return make_decoder(model, tok, cfg.speculate, cfg.spec_k, cfg.draft_checkpoint, cfg.tokenizer, device,
+                        cfg.dtype, verbose=False)
 
 
 def read_rows(path):

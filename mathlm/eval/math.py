@@ -5,6 +5,8 @@
     python -m mathlm.eval.math --compare checkpoint_mathlm.pt checkpoint_mathlm_grpo.pt --n 200
     python -m mathlm.eval.math --samples 8 --temperature 0.7          # + maj@8 and pass@8
     python -m mathlm.eval.math --tools both --domains word_problems   # with vs without the calculator
+    python -m mathlm.eval.math --dtype bf16                            # bf16 weights (greedy may differ from fp32)
+    python -m mathlm.eval.math --speculate lookup --batch_size 1       # exact speculative decoding, one at a time
 
 Reads: --checkpoint (or the two --compare checkpoints), --tokenizer, and the held-out test
 files here (or --data_dir): gsm8k_test.jsonl, calculus_test.jsonl, ml_math_test.jsonl,
@@ -49,7 +51,8 @@ from tqdm import tqdm
 from mathlm.common import atomic_write, atomic_write_json, cli, die, parse_config, pick_device
 from mathlm.eval.answers import (REWARD_KINDS, answers_match, extract_answer, extract_number, gold_answer,
                                  majority_key, reward_answer)
-from mathlm.eval.harness import complete, load_for_eval, output_lock, read_rows, subset, tool_modes, validate
+from mathlm.eval.harness import (complete, eval_decoder, load_for_eval, output_lock, read_rows, subset, tool_modes,
+                                 validate)
 from mathlm.eval.stats import majority_vote, mcnemar_exact, pass_at_k, wilson_interval
 from mathlm.infer.inference import pick_default_checkpoint
 from mathlm.format import qa_prompt, strip_calls
@@ -77,6 +80,10 @@ class Config:
     temperature: float = 0.7       # for --samples only; the main accuracy is greedy
     device: str = "auto"           # auto|cuda|mps|cpu
     tools: str = "auto"            # calculator in decoding: auto (on if the tokenizer has its tokens) | on | off | both
+    dtype: str = "fp32"            # decoding weights: fp32 (as trained: the reported scores) | bf16 | auto (bf16 where native)
+    speculate: str = "off"         # off | lookup | draft: exact speculative decoding, used at --batch_size 1
+    spec_k: int = 4                # tokens drafted per round
+    draft_checkpoint: str = ""     # --speculate draft: a smaller model on the same tokenizer
     out: str = ""                  # writes <out>.json and .jsonl; "" = eval_math (eval_math_compare with --compare)
 
 
@@ -138,7 +145,8 @@ def load_domains(cfg):
 
 def evaluate(checkpoint, cfg, domains, device):
     """{tools mode ("on"/"off", per --tools): {domain: list of per-problem records}} for one checkpoint."""
-    model, tok = load_for_eval(checkpoint, cfg.tokenizer, device)
+    model, tok = load_for_eval(checkpoint, cfg.tokenizer, device, cfg.dtype)
+    decoder = eval_decoder(cfg, model, tok, device)
     modes = tool_modes(cfg.tools, tok)
     runs = {}
     total = sum(len(r) for r in domains.values()) * len(modes)
@@ -149,7 +157,8 @@ def evaluate(checkpoint, cfg, domains, device):
             results = runs[mode] = {}
             for d, rows in domains.items():
                 prompts = [qa_prompt(r["question"]) for r in rows]
-                greedy = complete(model, tok, prompts, cfg.max_new_tokens, cfg.batch_size, progress=bar, tools=tools)
+                greedy = complete(model, tok, prompts, cfg.max_new_tokens, cfg.batch_size, progress=bar, tools=tools,
+                                  decoder=decoder)
                 sampled = None
                 if cfg.samples:
                     sampled = complete(model, tok, prompts, cfg.max_new_tokens, max(1, cfg.batch_size // cfg.samples),
