@@ -148,7 +148,8 @@ def stage_commands(stage, cfg, sources):
         return [(py + ["mathlm.train.sft", *r["train"], *dev, *seed, "--resume"], bins + ["checkpoint.pt"],
                  ["checkpoint_mathlm.pt"])]
     if stage == "grpo":
-        return [(py + ["mathlm.train.grpo", *r["train"], *dev, *seed, "--resume"], ["checkpoint_mathlm.pt"],
+        return [(py + ["mathlm.train.grpo", *r["train"], *dev, *seed, "--resume"],
+                 ["checkpoint_mathlm.pt"] + sorted(glob.glob("*_rl.jsonl")),
                  ["checkpoint_mathlm_grpo.pt"])]
     if stage == "eval":
         tests = sorted(glob.glob("*_test.jsonl"))
@@ -177,7 +178,8 @@ def pretrain_text():
 
 
 def train_jsonl():
-    return sorted(p for p in glob.glob("*.jsonl") if not p.endswith("_test.jsonl") and not p.startswith("eval_"))
+    return sorted(p for p in glob.glob("*.jsonl")
+                  if not p.endswith(("_test.jsonl", "_rl.jsonl")) and not p.startswith("eval_"))
 
 
 def resolved_config(argv):

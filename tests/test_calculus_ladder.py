@@ -81,11 +81,12 @@ def test_same_output_for_any_worker_count():
 
 
 def test_main_writes_typed_test_and_corpus_disjoint_from_test(tmp_path):
-    calc.main(["--n", "300", "--n_test", "60", "--n_typed_test", "40", "--corpus", "200", "--levels", "1,2",
-               "--seed", "9", "--text_only", "--out_dir", str(tmp_path)])
+    calc.main(["--n", "300", "--n_test", "60", "--n_typed_test", "40", "--n_rl", "50", "--corpus", "200",
+               "--levels", "1,2", "--seed", "9", "--text_only", "--out_dir", str(tmp_path)])
     rows = {n: [json.loads(l) for l in (tmp_path / f"calculus{n}.jsonl").read_text().splitlines()]
-            for n in ("", "_test", "_typed_test")}
-    assert len(rows["_test"]) == 60 and len(rows["_typed_test"]) == 40
+            for n in ("", "_test", "_typed_test", "_rl")}
+    assert len(rows["_test"]) == 60 and len(rows["_typed_test"]) == 40 and len(rows["_rl"]) == 50
+    assert len(rows[""]) == 300   # the RL questions come on top of the train set, not out of it
     typed_q = {p["question"] for p in rows["_typed_test"]}
     assert all(p["style"] == "typed" for p in rows["_typed_test"])
     # the typed phrasings use words no training question uses
@@ -95,7 +96,9 @@ def test_main_writes_typed_test_and_corpus_disjoint_from_test(tmp_path):
     assert corpus.count("Example.") >= 20 and corpus.count("\n\n\n") >= 20
     key = lambda p: (p["topic"], calc.to_x(p["params"]["f"], p["var"]), p["params"].get("a"), p["params"].get("b"))
     held = {key(p) for p in rows["_test"] + rows["_typed_test"]}
+    rl = {key(p) for p in rows["_rl"]}
     assert not held & {key(p) for p in rows[""]}   # the same maths is never on both sides
+    assert len(rl) == 50 and not rl & held and not rl & {key(p) for p in rows[""]}  # nor in RL and SFT/test
     # the corpus's bare equations (whole lines) are of training functions, never held-out ones
     train_f = {calc.to_x(p["params"]["f"], p["var"]) for p in rows[""]}
     eqs = re.findall(r"^(?:d/d(\w)\((.*)\) = .*|∫ \((.*)\) d(\w)(?: from .*)? = .*)$", corpus, flags=re.M)

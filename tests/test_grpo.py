@@ -629,3 +629,21 @@ def test_grpo_raises_heldout_accuracy(tmp_path, one_thread):
     print(f"held-out accuracy: SFT {acc[0]:.3f} → GRPO {acc[-1]:.3f}")
     assert 0.2 <= acc[0] <= 0.6  # mediocre to start with: room to improve, and samples that get rewarded
     assert acc[-1] >= acc[0] + 0.10
+
+
+def test_load_tasks_prefers_the_rl_questions(tmp_path):
+    """<task>_rl.jsonl (questions kept out of SFT for RL), when present, is what GRPO trains on; else
+    <task>.jsonl; the held-out rows come from <task>_test.jsonl either way."""
+    from types import SimpleNamespace
+
+    from mathlm.train.grpo import load_tasks
+    for name, n in (("calculus", 5), ("calculus_test", 3)):
+        with open(tmp_path / f"{name}.jsonl", "w") as f:
+            f.writelines(json.dumps({"question": f"{name} {i}?", "answer": f"#### {i}"}) + "\n" for i in range(n))
+    cfg = SimpleNamespace(tasks="calculus:1", data_dir=str(tmp_path), n_eval=10, seed=0)
+    train, _, held = load_tasks(cfg, verbose=False)
+    assert [r["question"] for r in train["calculus"]] == [f"calculus {i}?" for i in range(5)] and len(held) == 3
+    with open(tmp_path / "calculus_rl.jsonl", "w") as f:
+        f.writelines(json.dumps({"question": f"rl {i}?", "answer": f"#### {i}"}) + "\n" for i in range(4))
+    train, _, held = load_tasks(cfg, verbose=False)
+    assert [r["question"] for r in train["calculus"]] == [f"rl {i}?" for i in range(4)] and len(held) == 3

@@ -62,12 +62,14 @@ class Config:
     casual: float = 0.3             # fraction of questions phrased as people type them (3x^2, d/dx, e^x)
     corpus: int = 0                 # worked examples written as prose to calculus_corpus.txt (pretraining text)
     n_typed_test: int = 0           # held-out questions in phrasings never trained on → calculus_typed_test.jsonl
+    n_rl: int = 0                   # questions kept for GRPO only → calculus_rl.jsonl (never in SFT or pretraining)
     workers: int = 0                # generator processes; 0 = one per CPU
     calls: bool = False             # integer arithmetic steps as calculator calls (on in --preset tiny: see above)
 
 
 # tiny: the first two levels only (what a 3M model learns in minutes), a 1,000-problem test set
-PRESETS = {"tiny": dict(n=16000, n_test=1000, n_typed_test=300, corpus=16000, levels="1,2", casual=0.4, calls=True),
+PRESETS = {"tiny": dict(n=16000, n_test=1000, n_typed_test=300, corpus=16000, levels="1,2", casual=0.4, calls=True,
+                     n_rl=4000),
            "smoke": dict(n=400, n_test=40)}  # the smoke pipeline: does every stage run?
 NAME = "calculus"
 TOPICS = ["power_rule", "chain_rule", "product_rule", "quotient_rule", "trig", "exp_log",
@@ -991,14 +993,17 @@ def run(cfg, levels, workers):
     import os
     t0 = time.time()
     stats = {}
-    total = cfg.n + cfg.n_test + cfg.n_typed_test
+    total = cfg.n + cfg.n_test + cfg.n_typed_test + cfg.n_rl
     pairs = generate(total, cfg.seed, progress=True, stats=stats, levels=levels, casual_frac=cfg.casual,
                      workers=workers, calls=cfg.calls)
     # one seeded shuffle cuts the pool (unique by maths) into disjoint parts: no test problem is
     # trained on, as a Q/A pair or inside the corpus
     random.Random(cfg.seed).shuffle(pairs)
     test, typed = pairs[:cfg.n_test], pairs[cfg.n_test:cfg.n_test + cfg.n_typed_test]
-    train = pairs[cfg.n_test + cfg.n_typed_test:]
+    # GRPO's questions are problems SFT never saw: on its own train questions the SFT model is right
+    # nearly always (all-right groups teach nothing), on new ones it errs as it does on the test set
+    held = cfg.n_test + cfg.n_typed_test
+    rl, train = pairs[held:held + cfg.n_rl], pairs[held + cfg.n_rl:]
     # the corpus works through train problems (never test ones) as prose: what pretraining reads
     # is the same maths SFT later asks as Q/A, in another form, as a textbook precedes its exercises
     corpus = [train[i % len(train)] for i in range(cfg.corpus)]
@@ -1006,7 +1011,7 @@ def run(cfg, levels, workers):
     for r in typed:  # re-asked in phrasings the generator never trains on
         r.update(question=phrase(rng, FAMILY.get(r["topic"], "diff"), r["params"]["f"], r["var"], r["params"].get("a"),
                                  r["params"].get("b"), style="typed"), style="typed")
-    print(f"{NAME}: generated {len(train):,} train + {len(test):,} test + {len(typed):,} typed-test pairs"
+    print(f"{NAME}: generated {len(train):,} train + {len(test):,} test + {len(typed):,} typed-test + {len(rl):,} RL pairs"
           f" + {len(corpus):,} corpus examples in {time.time() - t0:.1f}s | levels {','.join(map(str, levels))}"
           f" | {stats['dropped']} failed verification, {stats['duplicates']} duplicates skipped")
     print("topics: " + ", ".join(f"{k} {c}" for k, c in sorted(Counter(p["topic"] for p in pairs).items())))
@@ -1016,6 +1021,11 @@ def run(cfg, levels, workers):
         path = os.path.join(cfg.out_dir, f"{NAME}_typed_test.jsonl")
         write_jsonl(path, typed)
         print(f"wrote {path} ({len(typed):,} held-out questions in typed phrasings; never trained on)")
+    if rl:
+        from mathlm.data.qa_io import write_jsonl
+        path = os.path.join(cfg.out_dir, f"{NAME}_rl.jsonl")
+        write_jsonl(path, rl)
+        print(f"wrote {path} ({len(rl):,} questions for GRPO; not in SFT, pretraining or the tests)")
     if corpus:
         path = os.path.join(cfg.out_dir, f"{NAME}_corpus.txt")
         n_docs = write_corpus(path, corpus, cfg.seed)

@@ -9,7 +9,8 @@
     torchrun --nproc_per_node 8 -m mathlm.train.grpo      # DDP: each rank rolls out its share of questions
 
 Reads: --init_from (the SFT checkpoint: the policy's start and the frozen KL reference),
-math_tokenizer/, <task>.jsonl (questions to train on) and <task>_test.jsonl (held-out
+math_tokenizer/, <task>_rl.jsonl if it exists (questions kept out of SFT for RL; generate_calculus
+--n_rl writes one), else <task>.jsonl (questions to train on), and <task>_test.jsonl (held-out
 accuracy) for each task in --tasks. A row is {"question", "answer"} plus optionally "final"
 (the gold answer; else the number after "####" in answer) and "kind" (number | expr |
 antiderivative; default number).
@@ -120,11 +121,13 @@ class Config:
 PRESETS = {
     # the tiny SFT model on 2 CPU cores: a few minutes
     # calculus only: a 3M model solves almost no GSM8K problem, so GSM8K groups would be all zero-signal
-    # lr: 3e-4 lowered held-out accuracy (0.755 -> 0.56 in 40 steps), 5e-5 and 1e-4 held it (measured)
+    # lr and batch, measured on one SFT model (held-out calculus 86.5%, n = 1,000): 8 questions a step at
+    # 1e-4 LOWERED it (84.1%, McNemar p = 0.014; Adam turns a weak, noisy gradient into full-size steps),
+    # 16 questions a step at 3e-5 for 40 steps raised it to 88.6% (p = 0.004) in the same rollout budget
     # max_new_tokens 224: quotient-rule and integral answers run to 160-230 tokens; a cap of 160 scored
     # right-but-long solutions 0 and taught the policy nothing on exactly the topics SFT leaves at 40-60%
-    "tiny": dict(tasks="calculus:1", group_size=8, questions_per_step=8, max_new_tokens=224, max_steps=80,
-                 lr=1e-4, min_lr=1e-4, warmup_steps=5, micro_batch=64, eval_every=40, n_eval=200, eval_batch=100),
+    "tiny": dict(tasks="calculus:1", group_size=8, questions_per_step=16, max_new_tokens=224, max_steps=40,
+                 lr=3e-5, min_lr=3e-5, warmup_steps=5, micro_batch=64, eval_every=40, n_eval=200, eval_batch=100),
     # the pipeline's smoke run: seconds
     "smoke": dict(group_size=4, questions_per_step=4, max_new_tokens=32, max_steps=4, warmup_steps=1,
                   micro_batch=16, eval_every=2, n_eval=8, eval_batch=8, lr=1e-4, min_lr=1e-4),
@@ -257,6 +260,9 @@ def load_tasks(cfg, verbose=True):
     train, w, heldout = {}, {}, []
     for name, weight in weights.items():
         path = os.path.join(cfg.data_dir, f"{name}.jsonl")
+        rl_path = os.path.join(cfg.data_dir, f"{name}_rl.jsonl")
+        if os.path.exists(rl_path):  # questions kept for RL (never in SFT): the policy errs on them as on new ones
+            path = rl_path
         if not os.path.exists(path):
             if verbose:
                 print(f"tasks: {path} not found — skipping {name}")
@@ -275,7 +281,7 @@ def load_tasks(cfg, verbose=True):
         elif verbose:
             print(f"tasks: {test_path} not found — no held-out accuracy for {name}")
         if verbose:
-            print(f"tasks: {name} weight {weight:g} | {len(rows):,} train questions")
+            print(f"tasks: {name} weight {weight:g} | {len(rows):,} train questions from {os.path.basename(path)}")
     if not train or sum(w.values()) <= 0:
         die(f"no task in --tasks {cfg.tasks!r} has a <name>.jsonl in {cfg.data_dir} — run its "
             "mathlm.data download_/generate_ stage first")
