@@ -324,7 +324,6 @@ def compose(rng, family, fmt_args):
     """One casual phrasing: opening + core + ending, never one of the held-out typed templates."""
     noun, core = {"diff": (CASUAL_DIFF_NOUN, CASUAL_DIFF_CORE), "indef": (CASUAL_INDEF_NOUN, CASUAL_INDEF_CORE),
                   "def": (CASUAL_DEF_NOUN, CASUAL_DEF_CORE)}[family]
-    typed = set(TYPED_DIFF_Q + TYPED_INDEF_Q + TYPED_DEF_Q)
     while True:
         if rng.random() < 0.4:
             t = rng.choice(NOUN_OPEN) + rng.choice(noun)
@@ -333,7 +332,7 @@ def compose(rng, family, fmt_args):
         t += rng.choice(CASUAL_END) if not t.endswith("?") else ""
         if rng.random() < 0.2:
             t = t[0].upper() + t[1:]
-        if t not in typed:
+        if t not in TYPED_TEMPLATES:
             return t.format(**fmt_args)
 
 
@@ -343,6 +342,8 @@ TYPED_INDEF_Q = ["whats the antiderivative of {e}", "integrate: {e}", "compute t
                  "find ∫ {e} d{v} please"]
 TYPED_DEF_Q = ["evaluate the integral of {e} between {v}={a} and {v}={b}", "integrate {e} between {a} and {b}",
                "what's ∫ {e} d{v} for {v} from {a} to {b}"]
+TYPED_Q = {"diff": TYPED_DIFF_Q, "indef": TYPED_INDEF_Q, "def": TYPED_DEF_Q}
+TYPED_TEMPLATES = set(TYPED_DIFF_Q + TYPED_INDEF_Q + TYPED_DEF_Q)  # what compose() never returns
 
 
 def casual(s, rng):
@@ -369,7 +370,7 @@ def phrase(rng, family, e, v, a=None, b=None, rule=None, style="formal"):
     args = dict(fn=fn, v=v, e=e, pe=paren(e), a=a, b=b, rule=rule)
     if style == "casual":
         return compose(rng, family, args)
-    return rng.choice({"diff": TYPED_DIFF_Q, "indef": TYPED_INDEF_Q, "def": TYPED_DEF_Q}[family]).format(**args)
+    return rng.choice(TYPED_Q[family]).format(**args)
 
 
 FAMILY = {"indefinite_integral": "indef", "definite_integral": "def"}
@@ -1016,13 +1017,12 @@ def run(cfg, levels, workers):
           f" | {stats['dropped']} failed verification, {stats['duplicates']} duplicates skipped")
     print("topics: " + ", ".join(f"{k} {c}" for k, c in sorted(Counter(p["topic"] for p in pairs).items())))
     os.makedirs(cfg.out_dir, exist_ok=True)
+    from mathlm.data.qa_io import write_jsonl
     if typed:
-        from mathlm.data.qa_io import write_jsonl
         path = os.path.join(cfg.out_dir, f"{NAME}_typed_test.jsonl")
         write_jsonl(path, typed)
         print(f"wrote {path} ({len(typed):,} held-out questions in typed phrasings; never trained on)")
     if rl:
-        from mathlm.data.qa_io import write_jsonl
         path = os.path.join(cfg.out_dir, f"{NAME}_rl.jsonl")
         write_jsonl(path, rl)
         print(f"wrote {path} ({len(rl):,} questions for GRPO; not in SFT, pretraining or the tests)")
