@@ -647,3 +647,19 @@ def test_load_tasks_prefers_the_rl_questions(tmp_path):
         f.writelines(json.dumps({"question": f"rl {i}?", "answer": f"#### {i}"}) + "\n" for i in range(4))
     train, _, held = load_tasks(cfg, verbose=False)
     assert [r["question"] for r in train["calculus"]] == [f"rl {i}?" for i in range(4)] and len(held) == 3
+
+
+def test_loaded_questions_keep_topic_and_level_so_the_pool_steers_by_bucket(tmp_path):
+    """The pool draws by (topic, level) pass rate; load_questions once dropped both fields, so every
+    calculus question fell in one bucket, 'None/None', and the steering was off in every tiny run."""
+    from mathlm.train.grpo import QuestionPool, load_questions
+    rows = [{"question": f"d/dx x^{i}?", "answer": f"#### {i}*x^{i - 1}", "topic": t, "level": lv}
+            for i, (t, lv) in enumerate([("power_rule", 1), ("power_rule", 2), ("chain_rule", 2)] * 3, start=2)]
+    rows.append({"question": "no topic?", "answer": "#### 3"})
+    path = tmp_path / "calculus.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    qs = load_questions(str(path), "calculus")
+    assert [(q["topic"], q["level"]) for q in qs[:3]] == [("power_rule", 1), ("power_rule", 2), ("chain_rule", 2)]
+    assert (qs[-1]["topic"], qs[-1]["level"]) == (None, None)
+    pool = QuestionPool({"calculus": qs}, {"calculus": 1.0})
+    assert sorted(pool.live_b["calculus"]) == ["None/None", "chain_rule/2", "power_rule/1", "power_rule/2"]

@@ -241,7 +241,8 @@ def parse_tasks(spec):
 
 
 def load_questions(path, task):
-    """<task>.jsonl → [{"question", "gold", "kind", "task"}]; rows without a question or gold are skipped."""
+    """<task>.jsonl → [{"question", "gold", "kind", "task", "topic", "level"}]; rows without a question or
+    gold are skipped. topic and level (None where a source has none) are what QuestionPool steers by."""
     from mathlm.data.qa_io import read_jsonl
     from mathlm.eval.answers import REWARD_KINDS, gold_answer
     out = []
@@ -250,7 +251,8 @@ def load_questions(path, task):
         if kind not in REWARD_KINDS:
             die(f"{path}: kind {kind!r} is not one of {REWARD_KINDS} — fix the generator that wrote it")
         if isinstance(q, str) and q.strip() and gold:
-            out.append({"question": q, "gold": gold, "kind": kind, "task": task})
+            out.append({"question": q, "gold": gold, "kind": kind, "task": task,
+                        "topic": row.get("topic"), "level": row.get("level")})
     return out
 
 
