@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 from mathlm.common import SEED_MAX, atomic_write, atomic_write_json, check_range, cli, parse_config
 from mathlm.eval.stats import mcnemar_exact, wilson_interval
+from mathlm.infer.tools import render_calls
 
 SECTIONS = ["Model", "Data", "Datasets skipped", "Stages", "Hyperparameters", "Pretraining", "SFT", "GRPO",
             "Accuracy", "Per-topic accuracy", "Samples", "Hardware", "Try it"]
@@ -557,7 +558,9 @@ def samples_section(rows, k, seed):
                  "topic": first.get("topic"), "level": first.get("level"), "answers": {}}
             for t in TAGS:
                 r = (rows[t] or {}).get(key)
-                s["answers"][t] = r and {"completion": trim(r.get("completion")), "extracted": r.get("extracted"),
+                # calls shown as the CLI and the demo show them, [calc 48/2 = 24], not as raw tool tokens
+                s["answers"][t] = r and {"completion": trim(render_calls(r.get("completion") or "")),
+                                         "extracted": r.get("extracted"),
                                          "correct": bool(r.get("correct")),
                                          "mark": "✓" if r.get("correct") else "✗"}
             out[d].append(s)

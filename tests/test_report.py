@@ -48,7 +48,8 @@ def write_evals(d, tags=("base", "sft", "grpo"), jsonl=True):
                          "level": 1 + i % 2})
         for i in range(6):  # a domain without topics or levels
             ok = (i < 2) if tag == "base" else (i < 4)
-            recs.append({"domain": "gsm8k", "index": i, "question": f"Sam has {i} apples.", "completion": f"#### {i}",
+            recs.append({"domain": "gsm8k", "index": i, "question": f"Sam has {i} apples.",
+                         "completion": f"{i} apples <|calc|>{i}*1<|result|>{i}<|/result|>{i}\n#### {i}",
                          "extracted": str(i), "gold": str(i), "kind": "number", "correct": ok, "correct_flexible": ok})
         doms = {dom: summary([r for r in recs if r["domain"] == dom]) for dom in ("calculus", "gsm8k")}
         (d / f"eval_{tag}.json").write_text(json.dumps({"task": "math", "domains": doms}))
@@ -174,6 +175,10 @@ def test_samples_same_problems_for_every_checkpoint(full_report, tmp_path):
         assert s["gold"] == str(s["index"])
     assert {s["answers"]["GRPO"]["correct"] for s in picks} == {True, False}  # a mix of right and wrong
     assert "✓" in md and "✗" in md and f"#{picks[0]['index']} · " in md
+    for s in rep["samples"]["gsm8k"]:  # a calculator call reads as the CLI shows it, not as raw tool tokens
+        i = s["index"]
+        assert s["answers"]["SFT"]["completion"] == f"{i} apples [calc {i}*1 = {i}]{i}\n#### {i}"
+    assert "[calc " in md and "<|calc|>" not in md and "<|result|>" not in md
     again = report.main(["--out", "again"])  # seeded: the same picks
     assert [s["index"] for s in again["samples"]["calculus"]] == [s["index"] for s in picks]
 
