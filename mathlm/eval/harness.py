@@ -52,10 +52,8 @@ def validate(cfg):
     if cfg.samples > 0:  # at temperature 0 the k samples are k copies of the greedy answer
         check_range(cfg, "temperature", above=0, why="the samples are drawn at it")
     check_choice(cfg, "dtype", ("auto", "fp32", "bf16"))
-    check_choice(cfg, "speculate", ("off", "lookup", "draft"))
-    check_range(cfg, "spec_k", lo=1, hi=64)
-    if cfg.speculate == "draft" and not cfg.draft_checkpoint:
-        die("--speculate draft needs --draft_checkpoint PATH (a smaller model on the same tokenizer)")
+    from mathlm.infer.inference import check_speculate
+    check_speculate(cfg.speculate, cfg.spec_k, cfg.draft_checkpoint)
     check_device(cfg)
 
 

@@ -273,19 +273,26 @@ def chat_response(model, tok, history, message, **gen):
     return "".join(stream_chat(model, tok, history, message, **gen)).strip()
 
 
+def check_speculate(speculate, k, draft_checkpoint):
+    """The speculation flags, checked before any model loads (the CLI, the demo and the evals): one line
+    and exit 2 for a bad one."""
+    from mathlm.infer.speculative import SPECULATE
+    if speculate not in SPECULATE:
+        die(f"--speculate {speculate}: use one of {'|'.join(SPECULATE)}")
+    if not 1 <= k <= 64:  # 64 drafted tokens a round: far past where acceptance pays (docs/BENCHMARKS.md)
+        die(f"--spec_k {k}: draft 1 to 64 tokens a round")
+    if speculate == "draft" and not draft_checkpoint:
+        die("--speculate draft needs --draft_checkpoint PATH (a smaller model on the same tokenizer)")
+
+
 def make_decoder(model, tok, speculate="off", k=4, draft_checkpoint="", tokenizer="math_tokenizer",
                  device="auto", dtype="fp32", compile=False, verbose=True):
     """The speculative.Decoder the flags ask for; a draft model is loaded like the model and must
     share its tokenizer. Bad flags exit with a one-line error."""
-    from mathlm.infer.speculative import SPECULATE, Decoder
-    if speculate not in SPECULATE:
-        die(f"--speculate {speculate}: use one of {'|'.join(SPECULATE)}")
-    if k < 1:
-        die(f"--spec_k {k}: draft at least 1 token a round")
+    from mathlm.infer.speculative import Decoder
+    check_speculate(speculate, k, draft_checkpoint)
     draft = None
     if speculate == "draft":
-        if not draft_checkpoint:
-            die("--speculate draft needs --draft_checkpoint PATH (a smaller model on the same tokenizer)")
         draft, dtok = load_model(draft_checkpoint, tokenizer, device, dtype, verbose)
         if dtok.hash != tok.hash or draft.config.vocab_size != model.config.vocab_size:
             die(f"{draft_checkpoint} uses another tokenizer than the model — draft with a model trained on the same one")
