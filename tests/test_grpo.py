@@ -420,7 +420,7 @@ def test_all_zero_signal_steps_are_counted_and_skipped(random_model_dir, capsys,
     from mathlm.train.common import load_checkpoint
     before = load_checkpoint(os.path.join(random_model_dir, "checkpoint_mathlm.pt"))["model"]
     hist = grpo.main(grpo_args(random_model_dir, "--preset", "smoke", "--max_steps", "2", "--eval_every", "-1",
-                               "--n_eval", "4", "--max_resample", str(max_resample)))
+                               "--n_eval", "4", "--max_resample", str(max_resample), "--oversample", "1"))
     steps = [h for h in hist if "reward" in h]
     assert [h["skipped"] for h in steps] == [True, True] and all(h["zero_signal"] == 1.0 for h in steps)
     # a random model answers nothing: every round's groups are dropped, so every round is spent,
@@ -492,17 +492,20 @@ def by_sum(question, G):
     return {0: [1.0] * G, 1: [0.0] * G, 2: [0.0] * G, 3: [1.0, 0.0] * (G // 2)}[(a + b) % 4]
 
 
-def split_steps(rounds, Q, G, max_resample):
+def split_steps(rounds, Q, G, max_resample, oversample=1.0):
     """The rollout rounds grouped into steps by the dynamic-sampling rule, written out here on its own:
-    a step's round draws as many questions as signal groups are still missing, and the step ends at Q
-    signal groups or after 1 + max_resample rounds."""
-    steps, i = [], 0
+    a step's round draws missing / rate questions (rate: (signal groups + 1) / (groups + 2) over every
+    earlier round of the run), at most oversample × missing and at least missing, where missing is Q
+    less the signal groups so far; the step ends at ≥ Q signal groups or after 1 + max_resample rounds."""
+    steps, i, groups_seen, signal_seen = [], 0, 0, 0
     while i < len(rounds):
         step, signal = [], 0
         while signal < Q and len(step) <= max_resample:
             qs, r = rounds[i]
-            assert len(qs) == Q - signal
-            signal += int(((r.sum(1) > 0) & (r.sum(1) < G)).sum())
+            missing, rate = Q - signal, (signal_seen + 1) / (groups_seen + 2)
+            assert len(qs) == max(missing, min(math.ceil(missing / rate), math.ceil(missing * oversample)))
+            got = int(((r.sum(1) > 0) & (r.sum(1) < G)).sum())
+            signal, signal_seen, groups_seen = signal + got, signal_seen + got, groups_seen + len(qs)
             step.append(r)
             i += 1
         steps.append(step)
@@ -516,9 +519,9 @@ def test_dynamic_sampling_draws_until_enough_groups_have_signal(random_model_dir
     hist = grpo.main(grpo_args(random_model_dir, "--preset", "smoke", "--max_steps", "5", "--eval_every", "-1",
                                "--n_eval", "4", "--questions_per_step", str(Q), "--group_size", str(G),
                                "--max_resample", str(R), "--ppo_epochs", "2", "--no-retire_solved",
-                               "--no-retire_unsolved"))
+                               "--no-retire_unsolved", "--oversample", "3"))
     rows = [h for h in hist if "reward" in h]
-    steps = split_steps(log["rounds"], Q, G, R)
+    steps = split_steps(log["rounds"], Q, G, R, oversample=3)
     assert len(steps) == len(rows) == 5
     assert any(len(s) > 1 for s in steps)  # a quarter of the questions have signal: steps resample
     packed = iter(log["packed"])
@@ -529,7 +532,7 @@ def test_dynamic_sampling_draws_until_enough_groups_have_signal(random_model_dir
         counts = correct.sum(1)
         n_signal = int(((counts > 0) & (counts < G)).sum())
         assert row["rounds"] == len(rounds) and row["groups_drawn"] == correct.size(0)
-        assert row["groups_signal"] == n_signal and (n_signal == Q or len(rounds) == 1 + R)
+        assert row["groups_signal"] == n_signal and (n_signal >= Q or len(rounds) == 1 + R)
         assert row["zero_signal"] == pytest.approx(1 - n_signal / correct.size(0))
         assert row["pass@1"] == pytest.approx(float(correct.mean()))
         assert row["pass@G"] == pytest.approx(float((counts > 0).float().mean()))
@@ -563,7 +566,7 @@ def test_solved_and_unsolved_questions_retire_and_resume_keeps_the_pool(random_m
     write_mini_task(d)
     log = scripted_rewards(monkeypatch, by_sum)
     common = ["--preset", "smoke", "--tasks", "mini", "--questions_per_step", "2", "--group_size", "4",
-              "--eval_every", "-1", "--n_eval", "4"]
+              "--eval_every", "-1", "--n_eval", "4", "--oversample", "1"]
     straight = grpo.main(grpo_args(d, *common, "--max_steps", "10", "--out", os.path.join(d, "a.pt")))
     # a question leaves the pool at its second all-right (or second all-wrong) draw and is not drawn in a
     # later round (within one round questions are drawn with replacement)
@@ -599,7 +602,7 @@ def test_bad_flags_die_in_one_line(random_model_dir):
     from mathlm.train import grpo
     for extra, msg in [(["--group_size", "1"], "group_size"), (["--loss_type", "ppo"], "loss_type"),
                        (["--scale_rewards", "batch"], "scale_rewards"), (["--tasks", "nope"], "nope"),
-                       (["--max_resample", "-1"], "max_resample"),
+                       (["--max_resample", "-1"], "max_resample"), (["--oversample", "0.5"], "oversample"),
                        (["--init_from", "missing.pt"], "missing.pt")]:
         with pytest.raises(SystemExit) as e:
             grpo.main(grpo_args(random_model_dir, "--preset", "smoke", *extra))

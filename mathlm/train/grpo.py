@@ -51,6 +51,7 @@ update's policy forward (once per ppo epoch; the reference's forward and padding
 tok_s = those over the step's wall time, gen_tok_s = sampled tokens over the rollout time.
 """
 import bisect
+import math
 import os
 import random
 import time
@@ -78,6 +79,8 @@ class Config:
     group_size: int = 8             # G completions per question
     questions_per_step: int = 16    # groups with signal wanted per step (global, split across ranks)
     max_resample: int = 3           # extra rollout rounds a step may draw to replace zero-variance groups; 0 = none
+    oversample: float = 4.0         # a round draws missing / (the pool's measured signal rate) questions, at most
+                                    # this many times the missing number; 1 = exactly the missing number
     retire_solved: bool = True      # a question solved G/G in two draws leaves the pool
     retire_unsolved: bool = True    # a question never solved in two draws leaves the pool
     max_new_tokens: int = 256       # GSM8K reference answers average 125 tokens (docs/BENCHMARKS.md): 128 cuts many
@@ -140,6 +143,7 @@ def validate(cfg):
         check_range(cfg, k, lo=1)
     check_range(cfg, "group_size", lo=2, why="advantages compare completions within a group")
     check_range(cfg, "max_resample", lo=0, why="0 = no dynamic sampling")
+    check_range(cfg, "oversample", lo=1, hi=64, why="1 = draw exactly the missing number")
     check_choice(cfg, "scale_rewards", ("group", "none"))
     check_choice(cfg, "loss_type", ("grpo", "dapo"))
     check_range(cfg, "beta", lo=0, why="0 = no KL term")
@@ -404,6 +408,12 @@ class QuestionPool:
             self.stats[t] = {int(i): list(r) for i, r in state.get("questions", {}).get(t, {}).items()}
             self.bstats[t] = {b: list(r) for b, r in state.get("buckets", {}).get(t, {}).items()}
         self._relive()
+
+    def signal_rate(self):
+        """The chance that a drawn group has signal, measured over every group recorded so far:
+        (signal groups + 1) / (groups + 2), so 1/2 before the first."""
+        recs = [r for bs in self.bstats.values() for r in bs.values()]
+        return (sum(r[1] for r in recs) + 1) / (sum(r[0] for r in recs) + 2)
 
     def buckets_summary(self):
         """{task: {bucket: {groups, signal}}} for the .json: where the signal was."""
@@ -716,7 +726,12 @@ def run(cfg):
         sums = {"format": 0.0, "truncated": 0.0, "len": 0, "samples": 0, "generated": 0}
         n_signal, rounds = 0, 0
         while n_signal < Q and rounds <= cfg.max_resample:
-            keys = pool.draw(Q - n_signal, data_gen)
+            # as many questions as should yield the missing signal groups at the measured rate: one batch of
+            # 2-4x Q rows decodes in little more time than Q rows, where each extra round pays a full-length
+            # decode for a few rows (tiny: 4 rounds a step at exactly the missing number, 1-2 with this)
+            missing = Q - n_signal
+            n_draw = min(math.ceil(missing / pool.signal_rate()), math.ceil(missing * cfg.oversample))
+            keys = pool.draw(max(n_draw, missing), data_gen)
             mine = list(range(dist.rank, len(keys), dist.world))
             questions = [pool.row(keys[j]) for j in mine]
             ro = rollout(raw_model, tok, questions, G, cfg.max_new_tokens, cfg.temperature, cfg.top_k, cfg.top_p,
