@@ -214,6 +214,41 @@ def test_generate_eos_and_block_size():
     assert model.generate_ids([list(range(64))], 5) == [[]]
 
 
+class Stepper(GPT):
+    """A GPT whose next token is the last one + 1 + (the real model's argmax mod 3), or EOS from EOS - 1 on:
+    rows finish at different steps, and each step depends on the cached forward, so a cache row that
+    lost its place (or another row's keys) changes the tokens."""
+    EOS = 90
+
+    def forward(self, idx, targets=None, cache=None, attention_mask=None, last_only=False):
+        logits, loss, aux = super().forward(idx, targets, cache, attention_mask, last_only)
+        nxt = (idx[:, -1] + 1 + logits[:, -1].argmax(-1) % 3).clamp(max=self.EOS)
+        out = torch.full_like(logits, -1e4)
+        out[:, -1].scatter_(-1, nxt[:, None], 0.0)
+        return out, loss, aux
+
+
+def test_finished_rows_leave_the_batch_and_the_rest_decode_as_alone():
+    torch.manual_seed(3)
+    model = Stepper(tiny_config()).eval()
+    prompts = [[5, 17, 3, 42, 8], [9, 1, 2, 3, 4, 5, 6, 7, 80], [60, 61, 62], [7, 7, 30, 31], [10, 3], [44, 45, 89]]
+    sizes = []
+    model.register_forward_pre_hook(lambda m, args: sizes.append(args[0].size(0)))
+    alone = [model.generate_ids([p], 40, eos_id=Stepper.EOS)[0] for p in prompts]
+    assert len({len(a) for a in alone}) >= 5  # rows finish at many different steps
+    for n in (1, 2):
+        sizes.clear()
+        batched = model.generate_ids(prompts, 40, eos_id=Stepper.EOS, num_samples=n)
+        assert batched == [a for a in alone for _ in range(n)]
+        # the batch shrank as rows finished: fewer rows per forward, down to the longest row alone
+        assert sizes[0] == len(prompts) and sizes[1] == len(prompts) * n
+        assert sizes[1:] == sorted(sizes[1:], reverse=True) and sizes[-1] < len(prompts) * n
+    # without eos nothing finishes: every forward keeps the whole batch
+    sizes.clear()
+    model.generate_ids(prompts, 10)
+    assert set(sizes) == {len(prompts)}
+
+
 def test_sampling_same_seed_same_tokens():
     model = tiny_model(seed=2)
     kw = dict(temperature=1.0, top_k=50, top_p=0.95)

@@ -248,6 +248,13 @@ class KVCache:
         self.k, self.v = [rep(t) for t in self.k], [rep(t) for t in self.v]
         self.key_mask, self.next_pos = rep(self.key_mask), rep(self.next_pos)
 
+    def select(self, rows):
+        """Keep only these batch rows (a LongTensor of row indices, in order): finished rows leave a
+        batched decode, so the steps after cost what the rows still decoding cost."""
+        self.k = [t.index_select(0, rows) for t in self.k]
+        self.v = [t.index_select(0, rows) for t in self.v]
+        self.key_mask, self.next_pos = self.key_mask.index_select(0, rows), self.next_pos.index_select(0, rows)
+
     def truncate(self, n):
         """Forget every slot from n on (speculative decoding rejecting drafts). Slots are written by
         position and read only up to `pos`, so moving the pointers back is the whole rollback: the
@@ -461,6 +468,10 @@ class GPT(nn.Module):
         once, then its cache rows are copied num_samples times. A row that emitted eos_id keeps
         yielding eos_id; generation stops once all rows have, or when prompt + new tokens reach
         block_size. A seed makes sampling reproducible (its own torch.Generator; global RNG untouched).
+        With eos_id, finished rows leave the batch once they are a quarter of it (their cache rows are
+        dropped): a batch of answers of 30 to 224 tokens then decodes at the cost of its mean length,
+        not its longest. Greedy output is unchanged by it; sampled rows draw from the same distribution,
+        but a seed's stream is split over fewer rows after a drop, so the same seed gives other samples.
 
         tools: the calculator (mathlm/calculator.py), given a tokenizer with `calc_ids` (None there,
         or tools None: off). A row that emits <|result|> gets the result of its call and <|/result|>
@@ -510,8 +521,11 @@ class GPT(nn.Module):
             calls = CallTracker(tools, [list(p) for p in (prompts.tolist() if isinstance(prompts, torch.Tensor)
                                                           else prompts) for _ in range(num_samples)])
         forced = torch.zeros(B * num_samples, dtype=torch.bool, device=device)
+        alive = None  # the rows still in the batch (cache rows and logits), None = all of them
         for step in range(n_new):
-            tok = sample_logits(logits, temperature, top_k, top_p, generator)  # (B * num_samples,)
+            tok = sample_logits(logits, temperature, top_k, top_p, generator)  # one per row in the batch
+            if alive is not None:  # rows that left the batch are done: they yield eos
+                tok = torch.full((B * num_samples,), eos_id, dtype=torch.long, device=device).index_copy(0, alive, tok)
             if calls is not None:  # one host sync a step: the calculator reads the chosen tokens
                 toks, forced = calls.step(tok.tolist(), done.tolist())
                 tok = torch.tensor(toks, dtype=torch.long, device=device)
@@ -522,7 +536,15 @@ class GPT(nn.Module):
             yield (tok, forced) if with_forced else tok
             if step == n_new - 1 or (eos_id is not None and bool(done.all())):
                 return
-            logits, _, _ = self(tok[:, None], cache=cache, last_only=True)
+            if eos_id is not None:
+                rows = alive if alive is not None else torch.arange(B * num_samples, device=device)
+                keep = ~done.index_select(0, rows)
+                if int(keep.sum()) <= 0.75 * rows.numel():  # a quarter of the batch finished: drop those rows
+                    keep = keep.nonzero().squeeze(1)
+                    cache.select(keep)
+                    alive = rows.index_select(0, keep)
+            fed = tok if alive is None else tok.index_select(0, alive)
+            logits, _, _ = self(fed[:, None], cache=cache, last_only=True)
             logits = logits[:, -1, :]
 
     def generate_ids(self, prompts, max_new_tokens, **kwargs):
