@@ -243,10 +243,11 @@ def test_finished_rows_leave_the_batch_and_the_rest_decode_as_alone():
         # the batch shrank as rows finished: fewer rows per forward, down to the longest row alone
         assert sizes[0] == len(prompts) and sizes[1] == len(prompts) * n
         assert sizes[1:] == sorted(sizes[1:], reverse=True) and sizes[-1] < len(prompts) * n
-    # without eos nothing finishes: every forward keeps the whole batch
-    sizes.clear()
-    model.generate_ids(prompts, 10)
-    assert set(sizes) == {len(prompts)}
+    # drop_finished=False keeps every row to the end (the same tokens); without eos nothing finishes
+    for kw in (dict(eos_id=Stepper.EOS, drop_finished=False), {}):
+        sizes.clear()
+        out = model.generate_ids(prompts, 40 if kw else 10, **kw)
+        assert set(sizes) == {len(prompts)} and (out == alone or not kw)
 
 
 def test_sampling_same_seed_same_tokens():

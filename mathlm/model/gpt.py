@@ -460,7 +460,7 @@ class GPT(nn.Module):
 
     @torch.no_grad()
     def generate(self, prompts, max_new_tokens, temperature=0.0, top_k=None, top_p=None, seed=None,
-                 eos_id=None, num_samples=1, tools=None, with_forced=False):
+                 eos_id=None, num_samples=1, tools=None, with_forced=False, drop_finished=True):
         """Yield the next token of every row, (B * num_samples,), once per step.
 
         prompts: list of token-id lists (lengths may differ; left padded here) or a LongTensor (B, T).
@@ -468,8 +468,8 @@ class GPT(nn.Module):
         once, then its cache rows are copied num_samples times. A row that emitted eos_id keeps
         yielding eos_id; generation stops once all rows have, or when prompt + new tokens reach
         block_size. A seed makes sampling reproducible (its own torch.Generator; global RNG untouched).
-        With eos_id, finished rows leave the batch once they are a quarter of it (their cache rows are
-        dropped): a batch of answers of 30 to 224 tokens then decodes at the cost of its mean length,
+        With eos_id (and drop_finished, the default), finished rows leave the batch once they are a
+        quarter of it (their cache rows are dropped): a batch of answers of 30 to 224 tokens then decodes at the cost of its mean length,
         not its longest. Greedy output is unchanged by it; sampled rows draw from the same distribution,
         but a seed's stream is split over fewer rows after a drop, so the same seed gives other samples.
 
@@ -536,7 +536,7 @@ class GPT(nn.Module):
             yield (tok, forced) if with_forced else tok
             if step == n_new - 1 or (eos_id is not None and bool(done.all())):
                 return
-            if eos_id is not None:
+            if eos_id is not None and drop_finished:
                 rows = alive if alive is not None else torch.arange(B * num_samples, device=device)
                 keep = ~done.index_select(0, rows)
                 if int(keep.sum()) <= 0.75 * rows.numel():  # a quarter of the batch finished: drop those rows
