@@ -51,6 +51,8 @@ def main(argv=None):
     with open(cfg.prompts or os.path.join(here, "calculus_test.jsonl")) as f:
         questions = [json.loads(line)["question"] for line in f]
     prompts = [tok.encode(qa_prompt(q)) for q in questions]
+    # generate gives every row of a batch the room its longest prompt leaves: drop the prompts that
+    # would leave a batch fewer than max(eval_tokens / 4, 32) new tokens
     limit = model.config.block_size - max(cfg.eval_tokens // 4, 32)
     prompts = [p for p in prompts if len(p) <= limit]
 

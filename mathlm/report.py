@@ -26,7 +26,6 @@ from dataclasses import dataclass
 
 from mathlm.common import SEED_MAX, atomic_write, atomic_write_json, check_range, cli, parse_config
 from mathlm.eval.stats import mcnemar_exact, wilson_interval
-from mathlm.infer.tools import render_calls
 
 SECTIONS = ["Model", "Data", "Datasets skipped", "Stages", "Hyperparameters", "Pretraining", "SFT", "GRPO",
             "Accuracy", "Per-topic accuracy", "Samples", "Hardware", "Try it"]
@@ -543,6 +542,7 @@ def pick_samples(keys, rows, k, rng):
 
 
 def samples_section(rows, k, seed):
+    from mathlm.infer.tools import render_calls  # imports torch: only when there are samples to show
     domains = list(dict.fromkeys(d for t in TAGS for d, _ in (rows[t] or {})))
     out, md = {}, []
     for d in domains:

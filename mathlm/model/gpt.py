@@ -469,8 +469,8 @@ class GPT(nn.Module):
         yielding eos_id; generation stops once all rows have, or when prompt + new tokens reach
         block_size. A seed makes sampling reproducible (its own torch.Generator; global RNG untouched).
         With eos_id (and drop_finished, the default), finished rows leave the batch once they are a
-        quarter of it (their cache rows are dropped): a batch of answers of 30 to 224 tokens then decodes at the cost of its mean length,
-        not its longest. Greedy output is unchanged by it; sampled rows draw from the same distribution,
+        quarter of it (their cache rows are dropped): a batch of answers of 30 to 224 tokens then
+        decodes at the cost of its mean length, not its longest. Greedy output is unchanged by it; sampled rows draw from the same distribution,
         but a seed's stream is split over fewer rows after a drop, so the same seed gives other samples.
 
         tools: the calculator (mathlm/calculator.py), given a tokenizer with `calc_ids` (None there,
@@ -537,12 +537,11 @@ class GPT(nn.Module):
             if step == n_new - 1 or (eos_id is not None and bool(done.all())):
                 return
             if eos_id is not None and drop_finished:
-                rows = alive if alive is not None else torch.arange(B * num_samples, device=device)
-                keep = ~done.index_select(0, rows)
-                if int(keep.sum()) <= 0.75 * rows.numel():  # a quarter of the batch finished: drop those rows
-                    keep = keep.nonzero().squeeze(1)
+                live = ~done if alive is None else ~done.index_select(0, alive)  # over the rows in the batch
+                if int(live.sum()) <= 0.75 * live.numel():  # a quarter of the batch finished: drop those rows
+                    keep = live.nonzero().squeeze(1)
                     cache.select(keep)
-                    alive = rows.index_select(0, keep)
+                    alive = keep if alive is None else alive.index_select(0, keep)
             fed = tok if alive is None else tok.index_select(0, alive)
             logits, _, _ = self(fed[:, None], cache=cache, last_only=True)
             logits = logits[:, -1, :]

@@ -728,12 +728,12 @@ def run(cfg):
         sums = {"format": 0.0, "truncated": 0.0, "len": 0, "samples": 0, "generated": 0}
         n_signal, rounds = 0, 0
         while n_signal < Q and rounds <= cfg.max_resample:
-            # as many questions as should yield the missing signal groups at the measured rate: one batch of
-            # 2-4x Q rows decodes in little more time than Q rows, where each extra round pays a full-length
-            # decode for a few rows (tiny: 4 rounds a step at exactly the missing number, 1-2 with this)
+            # as many questions as should yield the missing signal groups at the measured rate, so a step
+            # is one or two large rounds (tiny: 4 rounds a step at exactly the missing number, 1-2 with
+            # this); both bounds are >= missing, as the rate is <= 1 and oversample >= 1
             missing = Q - n_signal
             n_draw = min(math.ceil(missing / pool.signal_rate()), math.ceil(missing * cfg.oversample))
-            keys = pool.draw(max(n_draw, missing), data_gen)
+            keys = pool.draw(n_draw, data_gen)
             mine = list(range(dist.rank, len(keys), dist.world))
             questions = [pool.row(keys[j]) for j in mine]
             ro = rollout(raw_model, tok, questions, G, cfg.max_new_tokens, cfg.temperature, cfg.top_k, cfg.top_p,
