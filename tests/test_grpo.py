@@ -434,6 +434,76 @@ def test_all_zero_signal_steps_are_counted_and_skipped(random_model_dir, capsys,
         torch.testing.assert_close(after["model"][k], before[k])
 
 
+def test_update_micro_batches_are_sorted_and_cut_to_their_own_length(tmp_path, one_thread, monkeypatch):
+    """Rows go to the update shortest first and each micro-batch is cut to its longest row: the widths
+    seen by the policy's forward are exactly those, and the step's weights equal a one-chunk update's
+    (causal attention: padding after a row never reaches its logits; fp32, as bf16 rounds by shape)."""
+    from mathlm.model.gpt import GPT, GPTConfig
+    from mathlm.train import grpo
+    tok, _ = write_addition_task(tmp_path)
+    torch.manual_seed(0)
+    save_sft_checkpoint(os.path.join(tmp_path, "checkpoint_mathlm.pt"), GPT(GPTConfig(**TINY)), tok, 0)
+    coin_rewards(monkeypatch)
+    widths, packed, real_lp, real_pack = [], [], grpo.sequence_logprobs, grpo.pack
+
+    def logged_lp(model, idx, *a, **k):
+        if torch.is_grad_enabled():  # the policy's forward (the reference's runs under no_grad)
+            widths[-1].append(idx.size(1))
+        return real_lp(model, idx, *a, **k)
+
+    def logged_pack(prompts, completions, *a, **k):
+        packed.append([len(p) + len(c) for p, c in zip(prompts, completions)])
+        widths.append([])
+        return real_pack(prompts, completions, *a, **k)
+    real_rollout = grpo.rollout
+
+    def ragged_rollout(*a, **k):  # a random model never stops: end its completions at varied lengths
+        out = real_rollout(*a, **k)
+        out["completions"] = [c[:1 + i % len(c)] for i, c in enumerate(out["completions"])]
+        return out
+    monkeypatch.setattr(grpo, "sequence_logprobs", logged_lp)
+    monkeypatch.setattr(grpo, "pack", logged_pack)
+    monkeypatch.setattr(grpo, "rollout", ragged_rollout)
+    final = {}
+    for mb in (1000, 3):
+        out = os.path.join(tmp_path, f"grpo_{mb}.pt")
+        grpo.main(grpo_args(tmp_path, "--preset", "smoke", "--max_steps", "1", "--eval_every", "-1", "--n_eval", "4",
+                            "--max_new_tokens", "12", "--micro_batch", str(mb), "--out", out, "--dtype", "fp32"))
+        final[mb] = torch.load(out, weights_only=True)["model"]
+        lens = packed[-1]
+        assert lens == sorted(lens) and len(set(lens)) > 1
+        assert widths[-1] == [max(lens[s:s + mb]) for s in range(0, len(lens), mb)]
+    assert widths[1][0] < widths[1][-1]  # the short rows' forward is narrower
+    for k in final[1000]:
+        torch.testing.assert_close(final[3][k], final[1000][k], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("rollout_dtype", ["bf16", "fp32"])
+def test_rollouts_decode_the_current_policy_in_the_rollout_dtype(random_model_dir, monkeypatch, rollout_dtype):
+    """--rollout_dtype bf16 samples with a bf16 copy of the policy made afresh each step (not the SFT
+    weights, not a stale copy), fp32 with the policy itself; the trained weights stay fp32 either way."""
+    from mathlm.train import grpo
+    coin_rewards(monkeypatch)
+    seen, real_rollout = [], grpo.rollout
+
+    def logged_rollout(model, tok, questions, group_size, *a, **k):
+        w = model.transformer.h[0].attn.q_proj.weight
+        seen.append((group_size, w.dtype, w.detach().clone()))
+        return real_rollout(model, tok, questions, group_size, *a, **k)
+    monkeypatch.setattr(grpo, "rollout", logged_rollout)
+    grpo.main(grpo_args(random_model_dir, "--preset", "smoke", "--max_steps", "3", "--eval_every", "-1",
+                        "--n_eval", "4", "--rollout_dtype", rollout_dtype))
+    want = torch.bfloat16 if rollout_dtype == "bf16" else torch.float32
+    assert {dt for _, dt, _ in seen} == {want}
+    final = torch.load(os.path.join(random_model_dir, "grpo.pt"), weights_only=True)["model"]
+    assert all(v.dtype == torch.float32 for v in final.values())
+    w_final = final["transformer.h.0.attn.q_proj.weight"]
+    # the last call is the held-out eval after the last update: the final weights, cast
+    torch.testing.assert_close(seen[-1][2], w_final.to(want), rtol=0, atol=0)
+    first_samples = [w for g, _, w in seen if g > 1][0]
+    assert not torch.equal(first_samples, seen[-1][2])  # the updates reached the sampler
+
+
 @pytest.mark.parametrize("extra", [[], ["--loss_type", "dapo", "--scale_rewards", "none", "--beta", "0"],
                                    ["--ppo_epochs", "2", "--micro_batch", "5"]])
 def test_resume_continues_exactly(random_model_dir, monkeypatch, extra):
@@ -603,6 +673,7 @@ def test_bad_flags_die_in_one_line(random_model_dir):
     for extra, msg in [(["--group_size", "1"], "group_size"), (["--loss_type", "ppo"], "loss_type"),
                        (["--scale_rewards", "batch"], "scale_rewards"), (["--tasks", "nope"], "nope"),
                        (["--max_resample", "-1"], "max_resample"), (["--oversample", "0.5"], "oversample"),
+                       (["--rollout_dtype", "fp16"], "rollout_dtype"),
                        (["--init_from", "missing.pt"], "missing.pt")]:
         with pytest.raises(SystemExit) as e:
             grpo.main(grpo_args(random_model_dir, "--preset", "smoke", *extra))

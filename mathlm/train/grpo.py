@@ -51,6 +51,7 @@ update's policy forward (once per ppo epoch; the reference's forward and padding
 tok_s = those over the step's wall time, gen_tok_s = sampled tokens over the rollout time.
 """
 import bisect
+import copy
 import math
 import os
 import random
@@ -59,7 +60,7 @@ from dataclasses import dataclass
 
 import torch
 
-from mathlm.common import autocast, check_choice, check_range, cli, config_dict, die, parse_config
+from mathlm.common import autocast, check_choice, check_range, cli, config_dict, die, parse_config, pick_dtype
 from mathlm.calculator import forced_mask
 from mathlm.format import STOP_STRINGS, cut_completion, qa_prompt, strip_calls
 from mathlm.train.common import (check_compatible, check_finite_model, get_lr, init_wandb, load_checkpoint,
@@ -106,6 +107,8 @@ class Config:
     # system
     device: str = "auto"            # auto|cuda|mps|cpu
     dtype: str = "auto"             # auto (bf16 on CUDA and on CPUs with native bf16, else fp32)|bf16|fp32
+    rollout_dtype: str = "auto"     # the sampler's (and held-out eval's) weights: auto (bf16 where native, as
+                                    # --dtype) | bf16 (a copy cast each step, GPT.decode_dtype) | fp32 (the policy)
     compile: bool = False           # torch.compile the update's forward; rollouts stay eager
     seed: int = 1337                # question sampler, rollouts and the held-out subset
     # bookkeeping
@@ -131,8 +134,12 @@ PRESETS = {
     # (p = 0.0002), where 3e-5 gave 85.3-85.9% at 40: 80 steps do not fit the 30-minute budget
     # max_new_tokens 224: quotient-rule and integral answers run to 160-230 tokens; a cap of 160 scored
     # right-but-long solutions 0 and taught the policy nothing on exactly the topics SFT leaves at 40-60%
-    "tiny": dict(tasks="calculus:1", group_size=8, questions_per_step=16, max_new_tokens=224, max_steps=40,
-                 lr=5e-5, min_lr=5e-5, warmup_steps=5, micro_batch=64, eval_every=40, n_eval=200, eval_batch=100),
+    # rollout_dtype fp32: this model's rollouts (16 questions x 8, 224 tokens) sample 1.19x faster with fp32
+    # weights than under bf16 autocast, 1.16x than with bf16 weights, on the avx512_bf16 CPU (docs/BENCHMARKS.md)
+    # 50 steps: the fp32 sampler and length-sorted update micro-batches bought the 10 steps more
+    "tiny": dict(tasks="calculus:1", group_size=8, questions_per_step=16, max_new_tokens=224, max_steps=50,
+                 lr=5e-5, min_lr=5e-5, warmup_steps=5, micro_batch=64, eval_every=50, n_eval=200, eval_batch=100,
+                 rollout_dtype="fp32"),
     # the pipeline's smoke run: seconds
     "smoke": dict(group_size=4, questions_per_step=4, max_new_tokens=32, max_steps=4, warmup_steps=1,
                   micro_batch=16, eval_every=2, n_eval=8, eval_batch=8, lr=1e-4, min_lr=1e-4),
@@ -148,6 +155,7 @@ def validate(cfg):
     check_range(cfg, "oversample", lo=1, hi=64, why="1 = draw exactly the missing number")
     check_choice(cfg, "scale_rewards", ("group", "none"))
     check_choice(cfg, "loss_type", ("grpo", "dapo"))
+    check_choice(cfg, "rollout_dtype", ("auto", "bf16", "fp32"))
     check_range(cfg, "beta", lo=0, why="0 = no KL term")
     check_range(cfg, "clip_eps", lo=0)
     check_range(cfg, "temperature", above=0, why="0 samples G identical completions, so no group has signal")
@@ -634,6 +642,20 @@ def run(cfg):
             print(f"resumed from {cfg.out} at step {step:,}")
     del state
     model = dist.wrap(maybe_compile(raw_model, cfg, device))  # the update's forward; rollouts use raw_model
+    # Decoding reads every weight once per token, so the sampler is the policy with its weights cast
+    # (GPT.decode_dtype: bf16 blocks, fp32 logits), not under autocast, which casts them on every
+    # forward: that is what inference does too. At the tiny shape on a CPU with native bf16, fp32 decodes
+    # faster than either (oneDNN's bf16 calls cost more at these sizes), so the tiny preset sets fp32.
+    roll_dtype = pick_dtype(device, cfg.rollout_dtype, verbose=False)
+    if dist.master:
+        print(f"rollouts and held-out evals decode with {str(roll_dtype).replace('torch.', '')} weights")
+
+    def sampler():
+        """The current policy as rollouts decode it: itself in fp32, else a cast copy (the weights change
+        every step; a copy costs a fraction of one decode step's reads per token generated)."""
+        if roll_dtype == torch.float32:
+            return raw_model
+        return copy.deepcopy(raw_model).decode_dtype(roll_dtype)
     multiple = 64 if cfg.compile else 1  # compiled: a few padded lengths instead of a recompile per length
     logger = init_wandb(cfg.wandb, cfg.wandb_project, cfg.run_name, config_dict(cfg), dist.master)
     G, Q = cfg.group_size, cfg.questions_per_step
@@ -660,8 +682,8 @@ def run(cfg):
         if dist.master:
             msg = ""
             if heldout:
-                acc, per = heldout_accuracy(raw_model, tok, heldout, cfg.max_new_tokens, cfg.eval_batch, device,
-                                            dtype, progress=cfg.progress)
+                acc, per = heldout_accuracy(sampler(), tok, heldout, cfg.max_new_tokens, cfg.eval_batch, device,
+                                            progress=cfg.progress)
                 history.append({"step": step, "heldout_acc": acc, **{f"heldout_acc/{k}": v for k, v in per.items()}})
                 logger.log({"heldout_acc": acc, **{f"heldout/{k}": v for k, v in per.items()}}, step=step)
                 msg = f" | heldout_acc {acc:.3f} | " + " | ".join(f"{k} {v:.3f}" for k, v in per.items())
@@ -670,33 +692,40 @@ def run(cfg):
         dist.barrier()
 
     # --- one update on a rollout batch ---------------------------------------
-    def update(idx, mask, adv, n_rows_all, n_tok_all):
-        """ppo_epochs optimizer steps on this rank's rows. The loss of each micro-batch is scaled so that,
-        summed over micro-batches and averaged over ranks by DDP, it is grpo_loss on the global batch."""
+    def update(idx, mask, adv, lengths, n_rows_all, n_tok_all):
+        """ppo_epochs optimizer steps on this rank's rows, sorted by length (lengths: each row's unpadded
+        length). The loss of each micro-batch is scaled so that, summed over micro-batches and averaged
+        over ranks by DDP, it is grpo_loss on the global batch; a micro-batch is cut to its own longest
+        row, so with sorted rows it carries little padding (every row used to be padded to the batch's
+        longest: about twice the tokens)."""
         N = idx.size(0)
-        chunks = [slice(s, s + cfg.micro_batch) for s in range(0, N, cfg.micro_batch)] or [slice(0, 0)]
+        chunks = []
+        for s in range(0, N, cfg.micro_batch):
+            T = -(-int(lengths[s:s + cfg.micro_batch].max()) // multiple) * multiple
+            chunks.append((slice(s, s + cfg.micro_batch), slice(0, T), slice(0, T - 1)))
+        chunks = chunks or [(slice(0, 0), slice(None), slice(None))]
         to = lambda t: t.to(device)
         old, ref = [None] * len(chunks), [None] * len(chunks)
         with torch.no_grad():
-            for j, c in enumerate(chunks):
+            for j, (c, t, t1) in enumerate(chunks):
                 if N and cfg.ppo_epochs > 1:  # the sampler's log-probs; with one epoch logp.detach() is the same
-                    old[j] = sequence_logprobs(raw_model, to(idx[c]), device, dtype)
+                    old[j] = sequence_logprobs(raw_model, to(idx[c, t]), device, dtype)
                 if N and ref_model is not None:
-                    ref[j] = sequence_logprobs(ref_model, to(idx[c]), device, dtype)
+                    ref[j] = sequence_logprobs(ref_model, to(idx[c, t]), device, dtype)
         # this rank's share of the global loss, and token sums of the per-token stats (normalised globally)
         stats = {"loss": 0.0, "kl": 0.0, "clip_frac": 0.0}
         grad_norm = 0.0
         for epoch in range(cfg.ppo_epochs):
             loss_sum = 0.0  # this epoch's share of the loss, to stop at the first non-finite one
-            for j, c in enumerate(chunks):
+            for j, (c, t, t1) in enumerate(chunks):
                 if dist.enabled:  # sync gradients once, on the last micro-batch
                     model.require_backward_grad_sync = j == len(chunks) - 1
                 if N == 0:  # this rank drew only zero-signal groups: a zero loss keeps DDP's all-reduce in step
                     logits, _, _ = model(torch.zeros(1, 1, dtype=torch.long, device=device))
                     (0.0 * logits.sum()).backward()
                     continue
-                m = to(mask[c])
-                logp = sequence_logprobs(model, to(idx[c]), device, dtype)
+                m = to(mask[c, t1])
+                logp = sequence_logprobs(model, to(idx[c, t]), device, dtype)
                 old_logp = old[j] if old[j] is not None else logp.detach()
                 loss, st = grpo_loss(logp, old_logp, ref[j], to(adv[c]), m, cfg.clip_eps, cfg.beta, cfg.loss_type)
                 # this micro-batch's share of the global normaliser (sequences for grpo, tokens for dapo);
@@ -724,6 +753,7 @@ def run(cfg):
         every rank records the same results in the pool and draws the same next round.
         Returns (this rank's signal rows: prompts, completions, advantages (one per group, (G,) each);
         the global correct matrix of every group drawn, (groups_drawn, G); rounds; this rank's sums)."""
+        policy = sampler()
         prompts, comps, advs, drawn = [], [], [], []
         sums = {"format": 0.0, "truncated": 0.0, "len": 0, "samples": 0, "generated": 0}
         n_signal, rounds = 0, 0
@@ -736,8 +766,8 @@ def run(cfg):
             keys = pool.draw(n_draw, data_gen)
             mine = list(range(dist.rank, len(keys), dist.world))
             questions = [pool.row(keys[j]) for j in mine]
-            ro = rollout(raw_model, tok, questions, G, cfg.max_new_tokens, cfg.temperature, cfg.top_k, cfg.top_p,
-                         seed=cfg.seed + 7919 * step + 104_729 * rounds + dist.rank, device=device, dtype=dtype)
+            ro = rollout(policy, tok, questions, G, cfg.max_new_tokens, cfg.temperature, cfg.top_k, cfg.top_p,
+                         seed=cfg.seed + 7919 * step + 104_729 * rounds + dist.rank, device=device)
             cut = [len(c) >= cfg.max_new_tokens and tok.eos_id not in c for c in ro["completions"]]
             correct, fmt, truncated = score(ro["texts"], questions, G, cut)
             everyone = torch.zeros(len(keys), G, dtype=torch.float64)
@@ -791,11 +821,16 @@ def run(cfg):
         stats = {"loss": float("nan"), "kl": float("nan"), "clip_frac": float("nan"), "grad_norm": float("nan")}
         if not skipped:  # no group of any round had signal: no gradient, no optimizer step
             if prompts:
-                idx, mask = pack(prompts, comps, tok.pad_id, multiple, tok.calc_ids)
+                # shortest rows first, so each micro-batch holds rows of similar length (update())
                 adv_k = torch.cat(advs)
+                order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]) + len(comps[i]))
+                prompts, comps, adv_k = [prompts[i] for i in order], [comps[i] for i in order], adv_k[order]
+                idx, mask = pack(prompts, comps, tok.pad_id, multiple, tok.calc_ids)
+                lengths = torch.tensor([len(p) + len(c) for p, c in zip(prompts, comps)])
             else:
                 idx, mask, adv_k = torch.zeros(0, 1, dtype=torch.long), torch.zeros(0, 0), torch.zeros(0)
-            stats = update(idx, mask, adv_k, n_rows_all, n_tok_all)
+                lengths = torch.zeros(0, dtype=torch.long)
+            stats = update(idx, mask, adv_k, lengths, n_rows_all, n_tok_all)
         step += 1
         dt = time.time() - t0
         # tokens through the policy: those sampled, and the update's rows once per epoch (no padding)
