@@ -392,7 +392,10 @@ def gen_power_rule(rng, v, level):
         atoms.append((a * sp.sqrt(v), sp.Rational(a, 2) / sp.sqrt(v), None))
     e = sp.Add(*[t[0] for t in atoms])
     d = sp.Add(*[t[1] for t in atoms])
-    lines = [f"Power rule d/d{v}(a*{v}^n) = n*a*{v}^(n-1), term by term: {term_lines(atoms, v)}."]
+    # the expression is restated in the answer's syntax before its terms are taken one by one: each next
+    # term is then the one after the last in this line, written in the same tokens (a 2M model copying
+    # straight from a casually typed question dropped, repeated and invented terms: issue 13)
+    lines = [f"Power rule d/d{v}(a*{v}^n) = n*a*{v}^(n-1), term by term on {terms_e(atoms)}: {term_lines(atoms, v)}."]
     return dict(rule="power rule"), lines, e, d, terms_e(atoms), terms_d(atoms)
 
 
@@ -596,7 +599,7 @@ def gen_indefinite(rng, v, level):
         # a coefficient divisible by n+1 keeps the antiderivative's coefficients whole (always at level 1)
         atoms = [atom("pow", nz(rng, -4, 4) * (d + 1 if d >= 0 and (level == 1 or rng.random() < 0.7) else 1), d, v)
                  for d in degs]
-        lines = [f"Integrate term by term with ∫ {v}^n d{v} = {v}^(n+1)/(n+1): "
+        lines = [f"Integrate term by term with ∫ {v}^n d{v} = {v}^(n+1)/(n+1), on {terms_e(atoms)}: "
                  + ", ".join(f"∫ {fmt(e)} d{v} = {coef_call(e, F)}{fmt(F)}" for e, _, F in atoms) + "."]
     elif family == "basic":
         kinds = rng.sample(["exp", "sin", "cos", "recip"], rng.randint(1, 2))
@@ -612,7 +615,7 @@ def gen_indefinite(rng, v, level):
             d = rng.randint(0, 3)
             atoms.append(atom("pow", nz(rng, -4, 4) * (d + 1), d, v))
         lines = [f"Integrate term by term (∫ exp(k*{v}) = exp(k*{v})/k, ∫ sin(k*{v}) = -cos(k*{v})/k, "
-                 f"∫ cos(k*{v}) = sin(k*{v})/k, ∫ 1/{v} = log({v})): "
+                 f"∫ cos(k*{v}) = sin(k*{v})/k, ∫ 1/{v} = log({v})), on {terms_e(atoms)}: "
                  + ", ".join(f"∫ {fmt(e)} d{v} = {coef_call(e, F)}{fmt(F)}" for e, _, F in atoms) + "."]
     if family in ("poly", "basic"):
         f = sp.Add(*[t[0] for t in atoms])
