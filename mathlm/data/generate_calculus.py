@@ -386,7 +386,8 @@ def gen_power_rule(rng, v, level):
     if level == 1:   # up to x^6: "derivative of x^5?" is a first-rung question
         atoms = poly_atoms(rng, v, rng.randint(1, 3), max_deg=6)
     else:
-        atoms = poly_atoms(rng, v, rng.randint(2, 4), allow_neg=True)
+        # up to x^6 here too: with x^6 only in level 1, the tiny model read x^6 as x^5 (issue 13)
+        atoms = poly_atoms(rng, v, rng.randint(2, 4), max_deg=6, allow_neg=True)
     if level == 3 and rng.random() < 0.15:  # a root term: a*sqrt(x) → a/(2*sqrt(x))
         a = nz(rng, -6, 6)
         atoms.append((a * sp.sqrt(v), sp.Rational(a, 2) / sp.sqrt(v), None))
