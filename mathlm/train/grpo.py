@@ -131,12 +131,12 @@ PRESETS = {
     # 1e-4 LOWERED it (84.1%, McNemar p = 0.014; Adam turns a weak, noisy gradient into full-size steps),
     # 16 questions a step at 3e-5 for 40 steps raised it to 88.6% (p = 0.004) in the same rollout budget;
     # on another SFT model (84.3%, n = 1,000) 5e-5 gave 86.3% at step 40 (p = 0.006) and 87.2% at step 80
-    # (p = 0.0002), where 3e-5 gave 85.3-85.9% at 40: 80 steps do not fit the 30-minute budget
+    # (p = 0.0002), where 3e-5 gave 85.3-85.9% at 40: 80 steps did not fit the 30-minute budget at ~12 s a step
     # max_new_tokens 224: quotient-rule and integral answers run to 160-230 tokens; a cap of 160 scored
     # right-but-long solutions 0 and taught the policy nothing on exactly the topics SFT leaves at 40-60%
     # rollout_dtype fp32: this model's rollouts (16 questions x 8, 224 tokens) sample 1.19x faster with fp32
     # weights than under bf16 autocast, 1.16x than with bf16 weights, on the avx512_bf16 CPU (docs/BENCHMARKS.md)
-    # 70 steps: the fp32 sampler and length-sorted update micro-batches took a step from ~12 s to ~7.5 s
+    # 70 steps: the fp32 sampler and length-sorted update micro-batches took a step from ~12 s to ~8 s
     "tiny": dict(tasks="calculus:1", group_size=8, questions_per_step=16, max_new_tokens=224, max_steps=70,
                  lr=5e-5, min_lr=5e-5, warmup_steps=5, micro_batch=64, eval_every=70, n_eval=200, eval_batch=100,
                  rollout_dtype="fp32"),
@@ -651,8 +651,8 @@ def run(cfg):
         print(f"rollouts and held-out evals decode with {str(roll_dtype).replace('torch.', '')} weights")
 
     def sampler():
-        """The current policy as rollouts decode it: itself in fp32, else a cast copy (the weights change
-        every step; a copy costs a fraction of one decode step's reads per token generated)."""
+        """The current policy as rollouts decode it: itself in fp32, else a cast copy, made again each step
+        as the weights change (one copy reads the weights once, as one decoded token does)."""
         if roll_dtype == torch.float32:
             return raw_model
         return copy.deepcopy(raw_model).decode_dtype(roll_dtype)
@@ -697,7 +697,7 @@ def run(cfg):
         length). The loss of each micro-batch is scaled so that, summed over micro-batches and averaged
         over ranks by DDP, it is grpo_loss on the global batch; a micro-batch is cut to its own longest
         row, so with sorted rows it carries little padding (every row used to be padded to the batch's
-        longest: about twice the tokens)."""
+        longest)."""
         N = idx.size(0)
         chunks = []
         for s in range(0, N, cfg.micro_batch):
