@@ -11,34 +11,37 @@ prompts x G = 8 samples at temperature 1, up to --max_new_tokens) with
 Each round runs all three with the same seed, in turn; tokens/s = generated tokens (eos included) over
 the call's wall time; the ratios are medians of per-round ratios against fp32. Prints a markdown table.
 """
-import argparse
 import copy
 import json
 import os
 import statistics
 import time
+from dataclasses import dataclass
 
 import torch
 
-from mathlm.tokenizer import MathTokenizer
-from mathlm.train.common import load_checkpoint, model_from_checkpoint
+from mathlm.common import parse_config
 from mathlm.train.grpo import rollout
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--checkpoint", default="checkpoint_mathlm.pt")
-    ap.add_argument("--data_dir", default=".")
-    ap.add_argument("--questions", type=int, default=16)
-    ap.add_argument("--group_size", type=int, default=8)
-    ap.add_argument("--max_new_tokens", type=int, default=224)
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=0, help="torch threads; 0 = torch's default")
-    args = ap.parse_args()
+@dataclass
+class Config:
+    """GRPO rollout tokens/s with fp32 weights, under bf16 autocast, and with bf16 weights."""
+    checkpoint: str = "checkpoint_mathlm.pt"  # a trained model (a random one never emits eos)
+    data_dir: str = "."        # math_tokenizer/ and calculus_rl.jsonl (else calculus.jsonl)
+    questions: int = 16
+    group_size: int = 8
+    max_new_tokens: int = 224
+    rounds: int = 3            # interleaved timings; medians reported
+    threads: int = 0           # torch.set_num_threads (0 = torch default)
+
+
+def main(argv=None):
+    args = parse_config(Config, argv, description=__doc__)
+    from mathlm.eval.harness import load_for_eval
     if args.threads:
         torch.set_num_threads(args.threads)
-    tok = MathTokenizer.load(os.path.join(args.data_dir, "math_tokenizer"))
-    model = model_from_checkpoint(load_checkpoint(args.checkpoint), "cpu").eval()
+    model, tok = load_for_eval(args.checkpoint, os.path.join(args.data_dir, "math_tokenizer"), "cpu")
     cast = copy.deepcopy(model).decode_dtype(torch.bfloat16)
     path = os.path.join(args.data_dir, "calculus_rl.jsonl")
     if not os.path.exists(path):

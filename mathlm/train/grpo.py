@@ -546,8 +546,7 @@ def sequence_logprobs(model, idx, device, dtype):
 # held-out accuracy: greedy, fixed questions
 
 @torch.no_grad()
-def heldout_accuracy(model, tok, rows, max_new_tokens, batch_size=64, device="cpu", dtype=torch.float32,
-                     progress=False):
+def heldout_accuracy(model, tok, rows, max_new_tokens, batch_size=64, device="cpu", progress=False):
     """Greedy answers to `rows` ({"question", "gold", "kind", "task"}) → (accuracy, {task: accuracy})."""
     from mathlm.eval.answers import reward_answer
     was_training = model.training
@@ -559,7 +558,7 @@ def heldout_accuracy(model, tok, rows, max_new_tokens, batch_size=64, device="cp
         batches = tqdm(batches, desc="held-out", unit="batch", leave=False, dynamic_ncols=True, disable=None)
     for s in batches:
         chunk = rows[s:s + batch_size]
-        out = rollout(model, tok, chunk, 1, max_new_tokens, temperature=0.0, device=device, dtype=dtype)
+        out = rollout(model, tok, chunk, 1, max_new_tokens, temperature=0.0, device=device)
         for q, text in zip(chunk, out["texts"]):
             hits.setdefault(q["task"], []).append(reward_answer(text, q["gold"], q["kind"]))
     model.train(was_training)
