@@ -93,7 +93,7 @@ class Config:
     clip_eps: float = 0.2           # PPO ratio clip
     scale_rewards: str = "group"    # group: (r - mean) / (std + eps) | none: r - mean (Dr. GRPO)
     loss_type: str = "grpo"         # grpo: mean per sequence, then over sequences | dapo: mean over all tokens
-    ppo_epochs: int = 1             # optimizer steps per rollout batch (mu); > 1 stores the sampler's log-probs
+    ppo_epochs: int = 1             # optimizer steps per rollout batch (mu); > 1 stores the pre-update log-probs
     micro_batch: int = 32           # sequences per forward/backward in the update
     # optimisation
     max_steps: int = 500            # steps; each is one rollout batch and --ppo_epochs updates
@@ -707,7 +707,9 @@ def run(cfg):
         old, ref = [None] * len(chunks), [None] * len(chunks)
         with torch.no_grad():
             for j, (c, t, t1) in enumerate(chunks):
-                if N and cfg.ppo_epochs > 1:  # the sampler's log-probs; with one epoch logp.detach() is the same
+                # the policy's log-probs before this update, from its training forward (not the rollout's cast
+                # copy: the ratio compares like with like); with one epoch logp.detach() is the same
+                if N and cfg.ppo_epochs > 1:
                     old[j] = sequence_logprobs(raw_model, to(idx[c, t]), device, dtype)
                 if N and ref_model is not None:
                     ref[j] = sequence_logprobs(ref_model, to(idx[c, t]), device, dtype)
