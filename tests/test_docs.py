@@ -71,7 +71,7 @@ def test_merge_in_place_is_left_to_right_non_overlapping():
 
 
 def model_distribution(logits, temperature, top_k, top_p):
-    """What mathlm.model.gpt.sample_logits hands to torch.multinomial."""
+    """What mathlm.model.gpt.sample_logits draws from (sample_probs)."""
     z = torch.tensor([logits], dtype=torch.float32) / temperature
     if top_k:
         z = filter_top_k(z, top_k)

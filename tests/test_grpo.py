@@ -308,6 +308,28 @@ def test_fit_prompts_drops_what_would_not_fit(tok):
     assert fit_prompts(rows, tok, n + 2) == (rows, 0)
 
 
+def test_a_long_prompt_is_rolled_out_apart_so_the_others_keep_their_room(tok, one_thread):
+    """generate gives a batch the room its longest prompt leaves; rollout() gives a prompt too long for
+    max_new_tokens a call of its own, so a short question's answer is not cut because a long one was drawn
+    with it, and the long one gets all the room the block leaves it (as the evals give it)."""
+    import types
+    from mathlm.model.gpt import GPT, GPTConfig
+    from mathlm.train.grpo import rollout
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(**{**TINY, "block_size": 40})).eval()
+    no_eos = types.SimpleNamespace(encode=tok.encode, decode=tok.decode, eos_id=10 ** 6)  # rows never stop early
+    short, long = {"question": "12+13=?"}, {"question": " ".join(["12+13"] * 3) + "=?"}
+    n_short, n_long = (len(tok.encode(f"Q: {q['question']}\nA:")) for q in (short, long))
+    max_new = 40 - n_short - 2
+    assert n_long + max_new > 40 and n_long < 40 - 4  # the long prompt does not leave max_new_tokens
+    kw = dict(max_new_tokens=max_new, temperature=0.0, tools=False)
+    both = rollout(model, no_eos, [short, long], 2, **kw)
+    alone = [rollout(model, no_eos, [q], 2, **kw) for q in (short, long)]
+    assert [len(c) for c in both["completions"]] == [max_new] * 2 + [40 - n_long] * 2
+    assert both["completions"] == alone[0]["completions"] + alone[1]["completions"]
+    assert both["prompts"] == [tok.encode(f"Q: {q['question']}\nA:") for q in (short, long)]
+
+
 def test_score_rewards_and_format():
     qs = [{"question": "2+2", "gold": "4", "kind": "number"},
           {"question": "d/dx x^3", "gold": "3*x^2", "kind": "expr"}]

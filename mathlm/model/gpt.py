@@ -307,7 +307,19 @@ def sample_logits(logits, temperature=0.0, top_k=None, top_p=None, generator=Non
     if temperature == 0.0:
         return logits.argmax(dim=-1)
     probs = sampling_probs(logits, temperature, top_k, top_p)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    return sample_probs(probs, generator)
+
+
+def sample_probs(probs, generator=None):
+    """(B, vocab) probabilities → (B,) ids drawn from them, by inverse CDF: one uniform u per row, the
+    token whose CDF interval [cdf[i-1], cdf[i]) holds u * total (a zero-probability token's interval is
+    empty, so it is never drawn). Exact like torch.multinomial, which took a quarter of a GRPO rollout's
+    time on CPU at 320 rows x 2,048 tokens (6.3 ms a step against ~0.2 ms for this)."""
+    cdf = probs.cumsum(-1)
+    total = cdf[..., -1:]
+    u = torch.rand(total.shape, generator=generator, device=probs.device, dtype=cdf.dtype) * total
+    u = torch.minimum(u, torch.nextafter(total, torch.zeros_like(total)))  # u * total rounded up to total
+    return torch.searchsorted(cdf, u, right=True).squeeze(-1)
 
 
 # -----------------------------------------------------------------------------

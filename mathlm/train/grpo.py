@@ -132,12 +132,15 @@ PRESETS = {
     # 16 questions a step at 3e-5 for 40 steps raised it to 88.6% (p = 0.004) in the same rollout budget;
     # on another SFT model (84.3%, n = 1,000) 5e-5 gave 86.3% at step 40 (p = 0.006) and 87.2% at step 80
     # (p = 0.0002), where 3e-5 gave 85.3-85.9% at 40: 80 steps did not fit the 30-minute budget at ~12 s a step
-    # max_new_tokens 224: quotient-rule and integral answers run to 160-230 tokens; a cap of 160 scored
-    # right-but-long solutions 0 and taught the policy nothing on exactly the topics SFT leaves at 40-60%
+    # max_new_tokens 212: quotient-rule and integral answers run to 160-230 tokens; a cap of 160 scored
+    # right-but-long solutions 0 and taught the policy nothing on exactly the topics SFT leaves at 40-60%;
+    # 212 (0.8% of the SFT answers are longer) leaves 44 tokens of prompt, more than the longest RL question
+    # (41), so every question is drawn (224 dropped the 8% over 32 tokens, 26% of the level-2 definite
+    # integrals) and a round is one generate call (rollout() gives longer prompts a call of their own)
     # rollout_dtype fp32: this model's rollouts (16 questions x 8, 224 tokens) sample 1.19x faster with fp32
     # weights than under bf16 autocast, 1.16x than with bf16 weights, on the avx512_bf16 CPU (docs/BENCHMARKS.md)
     # 70 steps: the fp32 sampler and length-sorted update micro-batches took a step from ~12 s to ~8 s
-    "tiny": dict(tasks="calculus:1", group_size=8, questions_per_step=16, max_new_tokens=224, max_steps=70,
+    "tiny": dict(tasks="calculus:1", group_size=8, questions_per_step=16, max_new_tokens=212, max_steps=70,
                  lr=5e-5, min_lr=5e-5, warmup_steps=5, micro_batch=64, eval_every=70, n_eval=200, eval_batch=100,
                  rollout_dtype="fp32"),
     # the pipeline's smoke run: seconds
@@ -184,9 +187,12 @@ def group_advantages(rewards, scale="group", eps=1e-4):
 
 
 def token_logprobs(logits, tokens):
-    """logits (N, T, V), tokens (N, T) → log p(tokens) (N, T), computed in fp32."""
+    """logits (N, T, V), tokens (N, T) → log p(tokens) (N, T), computed in fp32. Through cross_entropy's
+    fused log-softmax: its backward is 1.6x faster than gather - logsumexp's on CPU (a 64 x 160 micro-batch
+    of the tiny model, forward + backward: 1.10 s against 1.77 s), and the values are log_softmax's."""
     logits = logits.float()
-    return logits.gather(-1, tokens.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+    nll = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), tokens.reshape(-1), reduction="none")
+    return -nll.view(tokens.shape)
 
 
 def kl_k3(logp, ref_logp):
@@ -305,7 +311,7 @@ def load_tasks(cfg, verbose=True):
 
 
 def fit_prompts(rows, tok, limit):
-    """The rows whose prompt has at most `limit` tokens (so prompt + max_new_tokens fits the block), and
+    """The rows whose prompt has at most `limit` tokens (so the answer has room in the block), and
     how many were dropped."""
     lens = [len(ids) for ids in tok.encode_batch([qa_prompt(r["question"]) for r in rows])]
     kept = [r for r, n in zip(rows, lens) if n <= limit]
@@ -483,14 +489,23 @@ def rollout(model, tok, questions, group_size, max_new_tokens, temperature=1.0, 
     if not questions:  # a DDP rank whose share of a small resample round is empty
         return {"prompts": [], "completions": [], "texts": [], "n_generated": 0}
     prompts = [prompt_ids(tok, q["question"]) for q in questions]
-    with autocast(device, dtype):
-        steps = list(model.generate(prompts, max_new_tokens, temperature=temperature, top_k=top_k or None,
-                                    top_p=top_p if top_p < 1.0 else None, seed=seed, eos_id=tok.eos_id,
-                                    num_samples=group_size, tools=tok if tools else None))
-    if steps:
-        rows = torch.stack(steps, 1).tolist()  # (B*G, steps)
-    else:
-        rows = [[] for _ in range(len(prompts) * group_size)]
+    # generate gives a whole batch the room its longest prompt leaves (block_size - T), so prompts too long
+    # for the full max_new_tokens go in a second call of their own: each then gets all the room it has (what
+    # the evals give it), and the others keep max_new_tokens
+    fits = len(prompts) * [True]
+    if hasattr(model, "config"):
+        fits = [len(p) + max_new_tokens <= model.config.block_size for p in prompts]
+    rows = [None] * (len(prompts) * group_size)
+    for part in ([i for i, f in enumerate(fits) if f], [i for i, f in enumerate(fits) if not f]):
+        if not part:
+            continue
+        with autocast(device, dtype):
+            steps = list(model.generate([prompts[i] for i in part], max_new_tokens, temperature=temperature,
+                                        top_k=top_k or None, top_p=top_p if top_p < 1.0 else None, seed=seed,
+                                        eos_id=tok.eos_id, num_samples=group_size, tools=tok if tools else None))
+        got = torch.stack(steps, 1).tolist() if steps else [[] for _ in range(len(part) * group_size)]
+        for k, i in enumerate(part):  # back in question-major order
+            rows[i * group_size:(i + 1) * group_size] = got[k * group_size:(k + 1) * group_size]
     completions, texts, n_generated = [], [], 0
     for r in rows:
         n_generated += r.index(tok.eos_id) + 1 if tok.eos_id in r else len(r)
@@ -535,11 +550,13 @@ def pack(prompts, completions, pad_id, multiple=1, calc_ids=None):
     return idx, mask
 
 
-def sequence_logprobs(model, idx, device, dtype):
-    """log p(idx[:, 1:] | prefix) under model, (N, T-1) fp32."""
+def sequence_logprobs(model, idx, device, dtype, temperature=1.0):
+    """log p(idx[:, 1:] | prefix) under model at this sampling temperature, (N, T-1) fp32: the policy that
+    samples at temperature T is softmax(logits / T), so that is the one the ratio and KL are taken on."""
     with autocast(device, dtype):
         logits, _, _ = model(idx)
-    return token_logprobs(logits[:, :-1], idx[:, 1:])
+    logits = logits[:, :-1].float()
+    return token_logprobs(logits / temperature if temperature != 1.0 else logits, idx[:, 1:])
 
 
 # -----------------------------------------------------------------------------
@@ -604,13 +621,16 @@ def run(cfg):
     raw_model = model_from_checkpoint(state, device)
     if cfg.max_new_tokens >= mc["block_size"]:
         die(f"--max_new_tokens {cfg.max_new_tokens} leaves no room for the prompt in block_size {mc['block_size']}")
-    # prompt + max_new_tokens must fit the block, else generate would shorten every row of the batch
-    limit = mc["block_size"] - cfg.max_new_tokens
+    # a prompt too long for prompt + max_new_tokens to fit the block is rolled out in a call of its own with
+    # the room it has (rollout()); one that leaves less than half of max_new_tokens is dropped: its answers
+    # would be cut before they end (the tiny preset used to drop every prompt over 32 tokens, 26% of the
+    # level-2 definite integrals, so GRPO never practised their longer phrasings)
+    limit = mc["block_size"] - cfg.max_new_tokens // 2
     for name in list(train):
         train[name], dropped = fit_prompts(train[name], tok, limit)
         if dropped and dist.master:
             print(f"tasks: {name}: dropped {dropped:,} questions longer than {limit} tokens "
-                  f"(block_size {mc['block_size']} - max_new_tokens {cfg.max_new_tokens})")
+                  f"(block_size {mc['block_size']} - max_new_tokens {cfg.max_new_tokens} / 2)")
         if not train[name]:
             del train[name], weights[name]
     if not train:
@@ -710,9 +730,9 @@ def run(cfg):
                 # the policy's log-probs before this update, from its training forward (not the rollout's cast
                 # copy: the ratio compares like with like); with one epoch logp.detach() is the same
                 if N and cfg.ppo_epochs > 1:
-                    old[j] = sequence_logprobs(raw_model, to(idx[c, t]), device, dtype)
+                    old[j] = sequence_logprobs(raw_model, to(idx[c, t]), device, dtype, cfg.temperature)
                 if N and ref_model is not None:
-                    ref[j] = sequence_logprobs(ref_model, to(idx[c, t]), device, dtype)
+                    ref[j] = sequence_logprobs(ref_model, to(idx[c, t]), device, dtype, cfg.temperature)
         # this rank's share of the global loss, and token sums of the per-token stats (normalised globally)
         stats = {"loss": 0.0, "kl": 0.0, "clip_frac": 0.0}
         grad_norm = 0.0
@@ -726,7 +746,7 @@ def run(cfg):
                     (0.0 * logits.sum()).backward()
                     continue
                 m = to(mask[c, t1])
-                logp = sequence_logprobs(model, to(idx[c, t]), device, dtype)
+                logp = sequence_logprobs(model, to(idx[c, t]), device, dtype, cfg.temperature)
                 old_logp = old[j] if old[j] is not None else logp.detach()
                 loss, st = grpo_loss(logp, old_logp, ref[j], to(adv[c]), m, cfg.clip_eps, cfg.beta, cfg.loss_type)
                 # this micro-batch's share of the global normaliser (sequences for grpo, tokens for dapo);
@@ -769,7 +789,9 @@ def run(cfg):
             questions = [pool.row(keys[j]) for j in mine]
             ro = rollout(policy, tok, questions, G, cfg.max_new_tokens, cfg.temperature, cfg.top_k, cfg.top_p,
                          seed=cfg.seed + 7919 * step + 104_729 * rounds + dist.rank, device=device)
-            cut = [len(c) >= cfg.max_new_tokens and tok.eos_id not in c for c in ro["completions"]]
+            # ran out of room: max_new_tokens, or what the block leaves a long prompt (rollout())
+            room = [min(cfg.max_new_tokens, mc["block_size"] - len(p)) for p in ro["prompts"] for _ in range(G)]
+            cut = [len(c) >= r and tok.eos_id not in c for c, r in zip(ro["completions"], room)]
             correct, fmt, truncated = score(ro["texts"], questions, G, cut)
             everyone = torch.zeros(len(keys), G, dtype=torch.float64)
             everyone[mine] = correct.double()
