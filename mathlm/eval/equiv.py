@@ -180,7 +180,8 @@ def answers_match(pred, gold, up_to_constant=False):
 def _answers_match(pred, gold, up_to_constant):
     """answers_match on two strings, remembered: the verdict is a function of them (fixed points, fixed
     precision), and a GRPO group's samples mostly end on the same answer, whose check (16 points of
-    100-digit arithmetic, central differences for an antiderivative) took a quarter of a tiny GRPO step."""
+    100-digit arithmetic, central differences for an antiderivative) is repeated: scoring one tiny GRPO
+    rollout round of 320 completions took 714 ms unremembered, 132 ms remembered (bench/bench_grpo_step)."""
     if not up_to_constant and numbers_equal(pred, gold):
         return True
     if exprs_equivalent(pred, gold, up_to_constant=up_to_constant):

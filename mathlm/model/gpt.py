@@ -314,7 +314,7 @@ def sample_probs(probs, generator=None):
     """(B, vocab) probabilities → (B,) ids drawn from them, by inverse CDF: one uniform u per row, the
     token whose CDF interval [cdf[i-1], cdf[i]) holds u * total (a zero-probability token's interval is
     empty, so it is never drawn). Exact like torch.multinomial, which took a quarter of a GRPO rollout's
-    time on CPU at 320 rows x 2,048 tokens (6.3 ms a step against ~0.2 ms for this)."""
+    time on CPU: 11.0 ms a draw at 320 rows x 2,048 tokens against 0.3 ms for this (bench/bench_grpo_step)."""
     cdf = probs.cumsum(-1)
     total = cdf[..., -1:]
     u = torch.rand(total.shape, generator=generator, device=probs.device, dtype=cdf.dtype) * total
