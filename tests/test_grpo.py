@@ -326,6 +326,7 @@ def test_a_long_prompt_is_rolled_out_apart_so_the_others_keep_their_room(tok, on
     both = rollout(model, no_eos, [short, long], 2, **kw)
     alone = [rollout(model, no_eos, [q], 2, **kw) for q in (short, long)]
     assert [len(c) for c in both["completions"]] == [max_new] * 2 + [40 - n_long] * 2
+    assert both["room"] == [max_new] * 2 + [40 - n_long] * 2  # what GRPO's cut flags compare against
     assert both["completions"] == alone[0]["completions"] + alone[1]["completions"]
     assert both["prompts"] == [tok.encode(f"Q: {q['question']}\nA:") for q in (short, long)]
 

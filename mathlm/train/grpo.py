@@ -481,21 +481,21 @@ def prompt_ids(tok, question):
 @torch.no_grad()
 def rollout(model, tok, questions, group_size, max_new_tokens, temperature=1.0, top_k=0, top_p=1.0,
             seed=None, device="cpu", dtype=torch.float32, tools=True):
-    """Sample group_size completions per question in one batched generate (each prompt prefilled once).
+    """Sample group_size completions per question in one batched generate (each prompt prefilled once; a
+    second call for prompts too long to leave max_new_tokens).
     tools: the calculator computes the model's calls when the tokenizer has the tool tokens.
     Returns a dict: prompts (B lists), completions (B*G kept id lists, question-major, calls and the
     calculator's forced results included), texts (B*G answer strings, calls stripped: format.strip_calls),
-    n_generated (tokens generated, eos included)."""
+    n_generated (tokens generated, eos included), room (B*G: the steps each completion's generate call ran; one
+    that long without <|eos|> was cut by its room, not ended by the model)."""
     if not questions:  # a DDP rank whose share of a small resample round is empty
-        return {"prompts": [], "completions": [], "texts": [], "n_generated": 0}
+        return {"prompts": [], "completions": [], "texts": [], "n_generated": 0, "room": []}
     prompts = [prompt_ids(tok, q["question"]) for q in questions]
     # generate gives a whole batch the room its longest prompt leaves (block_size - T), so prompts too long
     # for the full max_new_tokens go in a second call of their own: each then gets all the room it has (what
     # the evals give it), and the others keep max_new_tokens
-    fits = len(prompts) * [True]
-    if hasattr(model, "config"):
-        fits = [len(p) + max_new_tokens <= model.config.block_size for p in prompts]
-    rows = [None] * (len(prompts) * group_size)
+    fits = [len(p) + max_new_tokens <= model.config.block_size for p in prompts]
+    rows, room = [None] * (len(prompts) * group_size), [0] * len(prompts)
     for part in ([i for i, f in enumerate(fits) if f], [i for i, f in enumerate(fits) if not f]):
         if not part:
             continue
@@ -506,13 +506,15 @@ def rollout(model, tok, questions, group_size, max_new_tokens, temperature=1.0, 
         got = torch.stack(steps, 1).tolist() if steps else [[] for _ in range(len(part) * group_size)]
         for k, i in enumerate(part):  # back in question-major order
             rows[i * group_size:(i + 1) * group_size] = got[k * group_size:(k + 1) * group_size]
+            room[i] = len(steps)  # the steps this call ran: a row this long without eos ran out of room
     completions, texts, n_generated = [], [], 0
     for r in rows:
         n_generated += r.index(tok.eos_id) + 1 if tok.eos_id in r else len(r)
         kept, text = cut_tokens(tok, r) if r else ([tok.eos_id], "")
         completions.append(kept)
         texts.append(strip_calls(text))
-    return {"prompts": prompts, "completions": completions, "texts": texts, "n_generated": n_generated}
+    return {"prompts": prompts, "completions": completions, "texts": texts, "n_generated": n_generated,
+            "room": [r for r in room for _ in range(group_size)]}
 
 
 def score(texts, questions, group_size, cut=None):
@@ -789,9 +791,8 @@ def run(cfg):
             questions = [pool.row(keys[j]) for j in mine]
             ro = rollout(policy, tok, questions, G, cfg.max_new_tokens, cfg.temperature, cfg.top_k, cfg.top_p,
                          seed=cfg.seed + 7919 * step + 104_729 * rounds + dist.rank, device=device)
-            # ran out of room: max_new_tokens, or what the block leaves a long prompt (rollout())
-            room = [min(cfg.max_new_tokens, mc["block_size"] - len(p)) for p in ro["prompts"] for _ in range(G)]
-            cut = [len(c) >= r and tok.eos_id not in c for c, r in zip(ro["completions"], room)]
+            # ran out of room: as long as its generate call ran (max_new_tokens, or less for a long prompt's)
+            cut = [len(c) >= r and tok.eos_id not in c for c, r in zip(ro["completions"], ro["room"])]
             correct, fmt, truncated = score(ro["texts"], questions, G, cut)
             everyone = torch.zeros(len(keys), G, dtype=torch.float64)
             everyone[mine] = correct.double()
