@@ -186,6 +186,6 @@ def test_speculate_and_dtype_flags(work, tmp_path):
         assert len(texts[0]) >= N and texts[0] == texts[1]
     js = math_eval.main(base + ["--domains", "word_problems", "--dtype", "bf16"])
     assert js["domains"]["word_problems"]["n"] == N
-    for bad in (["--dtype", "fp8"], ["--speculate", "medusa"], ["--spec_k", "0"], ["--speculate", "draft"]):
+    for bad in (["--dtype", "fp8"], ["--speculate", "medusa"], ["--spec_k", "-1"], ["--speculate", "draft"]):
         with pytest.raises(SystemExit, match="error: --(dtype|speculate|spec_k)"):
             math_eval.main(base + bad)

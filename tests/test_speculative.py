@@ -286,6 +286,16 @@ def test_batches_and_samples_fall_back_to_plain_decoding(models):
         assert dec.stats.rounds == 0
 
 
+def test_k_zero_takes_each_drafters_benchmarked_default(models):
+    """k = 0 (the flags' default) drafts 4 a round by lookup and 8 by a draft model (AUTO_K, from
+    bench_infer); an explicit k is kept, a negative one refused."""
+    _, draft = models
+    assert (Decoder().k, Decoder("lookup").k, Decoder("draft", draft_model=draft).k) == (4, 4, 8)
+    assert Decoder("draft", k=3, draft_model=draft).k == 3
+    with pytest.raises(ValueError, match="0 = auto"):
+        Decoder("lookup", k=-1)
+
+
 def test_bad_choices_are_one_line_errors(models):
     target, _ = models
     with pytest.raises(ValueError, match="draft_checkpoint"):
@@ -309,7 +319,7 @@ def test_cli_speculation_flags(tmp_path, capsys):
     for extra in (["--speculate", "lookup", "--spec_k", "3"], ["--speculate", "draft", "--draft_checkpoint", path]):
         assert main(common + extra) == want
     _die(common + ["--speculate", "ngram"], "--speculate ngram: use one of off|lookup|draft")
-    _die(common + ["--spec_k", "0"], "--spec_k 0")
+    _die(common + ["--spec_k", "-1"], "--spec_k -1")
     _die(common + ["--speculate", "draft"], "needs --draft_checkpoint")
     _die(common + ["--speculate", "draft", "--draft_checkpoint", other, "--tokenizer", tok_dir], "tokenizer")
 

@@ -82,7 +82,7 @@ class Config:
     tools: str = "auto"            # calculator in decoding: auto (on if the tokenizer has its tokens) | on | off | both
     dtype: str = "fp32"            # decoding weights: fp32 (as trained: the reported scores) | bf16 | auto (bf16 where native)
     speculate: str = "off"         # off | lookup | draft: exact speculative decoding, used at --batch_size 1
-    spec_k: int = 4                # tokens drafted per round
+    spec_k: int = 0                # tokens drafted per round; 0 = auto (4 lookup, 8 draft: speculative.AUTO_K)
     draft_checkpoint: str = ""     # --speculate draft: a smaller model on the same tokenizer
     out: str = ""                  # writes <out>.json and .jsonl; "" = eval_math (eval_math_compare with --compare)
 

@@ -39,7 +39,7 @@ class Config:
     device: str = "auto"               # auto|cuda|mps|cpu
     dtype: str = "fp32"                # fp32 (as the evals score)|bf16|auto (bf16 where native: faster, answers differ sometimes)
     speculate: str = "lookup"          # off|lookup|draft: exact speculative decoding (mathlm/infer/speculative.py)
-    spec_k: int = 4                    # tokens drafted per round
+    spec_k: int = 0                    # tokens drafted per round; 0 = auto (4 lookup, 8 draft: speculative.AUTO_K)
     draft_checkpoint: str = ""         # a smaller model on the same tokenizer, for --speculate draft
     port: int = 7860                   # the page is served on host:port
     host: str = "127.0.0.1"            # 0.0.0.0 to serve your network (HF Spaces sets it itself)
@@ -364,7 +364,7 @@ def build_demo(model=None, tok=None, problem=None, title="mathlm", about=(), dec
 
 
 def make_demo(checkpoint="", tokenizer="math_tokenizer", device="auto", title="mathlm", dtype="fp32",
-              speculate="off", spec_k=4, draft_checkpoint=""):
+              speculate="off", spec_k=0, draft_checkpoint=""):
     """Load the model if it can be loaded, else keep the reason for the page; never raises on bad files.
     dtype / speculate / spec_k / draft_checkpoint: as inference.py's flags."""
     path, why = (checkpoint, "") if checkpoint else default_checkpoint()

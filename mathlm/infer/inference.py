@@ -56,7 +56,8 @@ class Config:
     tools: str = "auto"             # auto|on|off: the calculator computes calls (auto: on if the tokenizer has its tokens)
     dtype: str = "fp32"             # fp32 (as the evals score)|bf16|auto (bf16 where native: CUDA, avx512_bf16/AMX): faster, answers differ sometimes
     speculate: str = "lookup"       # off|lookup (drafts copied from the text so far)|draft (--draft_checkpoint); exact either way
-    spec_k: int = 4                 # tokens drafted per round (one target forward verifies them all)
+    spec_k: int = 0                 # tokens drafted per round (one target forward verifies them all); 0 = auto:
+                                    # 4 for lookup, 8 for a draft model (speculative.AUTO_K, docs/BENCHMARKS.md)
     draft_checkpoint: str = ""      # a smaller model on the same tokenizer, for --speculate draft
     compile: bool = False           # torch.compile a static-shape step for decoding and verify rounds (CUDA graphs on a GPU)
 
@@ -279,13 +280,13 @@ def check_speculate(speculate, k, draft_checkpoint):
     from mathlm.infer.speculative import SPECULATE
     if speculate not in SPECULATE:
         die(f"--speculate {speculate}: use one of {'|'.join(SPECULATE)}")
-    if not 1 <= k <= 64:  # 64 drafted tokens a round: far past where acceptance pays (docs/BENCHMARKS.md)
-        die(f"--spec_k {k}: draft 1 to 64 tokens a round")
+    if not 0 <= k <= 64:  # 64 drafted tokens a round: far past where acceptance pays (docs/BENCHMARKS.md)
+        die(f"--spec_k {k}: draft 1 to 64 tokens a round, or 0 for the default of --speculate")
     if speculate == "draft" and not draft_checkpoint:
         die("--speculate draft needs --draft_checkpoint PATH (a smaller model on the same tokenizer)")
 
 
-def make_decoder(model, tok, speculate="off", k=4, draft_checkpoint="", tokenizer="math_tokenizer",
+def make_decoder(model, tok, speculate="off", k=0, draft_checkpoint="", tokenizer="math_tokenizer",
                  device="auto", dtype="fp32", compile=False, verbose=True):
     """The speculative.Decoder the flags ask for; a draft model is loaded like the model and must
     share its tokenizer. Bad flags exit with a one-line error."""

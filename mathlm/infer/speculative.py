@@ -333,23 +333,27 @@ def compiled_step(mode=None, backend="inductor"):
 # the choice callers make once
 
 SPECULATE = ("off", "lookup", "draft")
+# drafted tokens a round when k is 0 (auto), from bench_infer on a trained 8 x 512 target (docs/BENCHMARKS.md):
+# a 2M draft model's drafts cost little each, so longer rounds pay (compiled, fp32: 1.86x generate() at
+# k = 4, 2.11x at 6, 2.17x at 8); prompt lookup's are accepted less the longer they are (22% at 4, 12% at 8)
+AUTO_K = {"off": 4, "lookup": 4, "draft": 8}
 
 
 class Decoder:
-    """How batch-1 decoding runs: speculate off|lookup|draft (k drafts a round; draft_model for
+    """How batch-1 decoding runs: speculate off|lookup|draft (k drafts a round, 0 = AUTO_K's; draft_model for
     "draft"); compile=True runs the target's steps (plain, or speculation's verify rounds) through the
     compiled static-shape step. `generate` takes
     GPT.generate's arguments; batch > 1, num_samples > 1 and with_forced go to GPT.generate unchanged
     (the compiled step also leaves calculator calls to it)."""
 
-    def __init__(self, speculate="off", k=4, draft_model=None, compile=False, max_ngram=3):
+    def __init__(self, speculate="off", k=0, draft_model=None, compile=False, max_ngram=3):
         if speculate not in SPECULATE:
             raise ValueError(f"speculate={speculate!r}: use one of {'|'.join(SPECULATE)}")
         if speculate == "draft" and draft_model is None:
             raise ValueError("speculate=draft needs a draft model — pass --draft_checkpoint")
-        if k < 1:
-            raise ValueError(f"k={k}: speculative decoding drafts at least 1 token a round")
-        self.speculate, self.k, self.draft_model = speculate, k, draft_model
+        if k < 0:
+            raise ValueError(f"k={k}: speculative decoding drafts at least 1 token a round (0 = auto)")
+        self.speculate, self.k, self.draft_model = speculate, k or AUTO_K[speculate], draft_model
         self.max_ngram = max_ngram
         self.step = compiled_step() if compile else None
         self.stats = SpecStats()
