@@ -105,6 +105,16 @@ def test_pool_draws_only_live_questions_and_resumes_exactly(tmp_path):
     assert again.draw(50, g2) == pool.draw(50, gen)
 
 
+def test_signal_keys_are_the_questions_with_right_and_wrong_answers():
+    pool = pool_of(5, retire_solved=False, retire_unsolved=False)
+    pool.record(("t", 0), 4, 4)  # all right: nothing to learn
+    pool.record(("t", 1), 0, 4)  # all wrong: nothing to learn
+    pool.record(("t", 3), 1, 4)  # mixed: trained on
+    pool.record(("t", 2), 0, 4)
+    pool.record(("t", 2), 4, 4)  # all wrong, then all right: two zero-signal groups, but both outcomes seen
+    assert pool.signal_keys() == [("t", 2), ("t", 3)]
+
+
 def test_pool_draws_topics_by_their_chance_of_signal(tmp_path):
     """Two (topic, level) buckets: groups of 'easy' are always all right (no signal), groups of 'edge'
     are mixed. After a few recorded groups most draws come from 'edge' — and the weights travel
@@ -646,6 +656,31 @@ def test_dynamic_sampling_draws_until_enough_groups_have_signal(random_model_dir
     assert "question_stats" not in summary and summary["pool"]["drawn"] > 0
 
 
+def test_the_last_eval_scores_the_sft_model_and_the_policy_on_questions_with_signal(random_model_dir, monkeypatch):
+    """At the end, fit_vs_transfer scores both models greedily on a seeded sample of the questions whose
+    groups had signal (by_sum: a+b = 3 mod 4), and the numbers land in the history beside the held-out ones."""
+    from mathlm.train import grpo
+    scripted_rewards(monkeypatch, by_sum)
+    calls, real = [], grpo.heldout_accuracy
+
+    def logged(model, tok, rows, *a, **k):
+        acc, per = real(model, tok, rows, *a, **k)
+        calls.append((model, [r["question"] for r in rows], acc))
+        return acc, per
+    monkeypatch.setattr(grpo, "heldout_accuracy", logged)
+    hist = grpo.main(grpo_args(random_model_dir, "--preset", "smoke", "--max_steps", "3", "--eval_every", "-1",
+                               "--n_eval", "5", "--questions_per_step", "4", "--group_size", "4"))
+    fit = [h for h in hist if "trained_acc" in h]
+    assert len(fit) == 1 and fit[0]["step"] == 3 and fit[0]["trained_n"] == 5
+    # the held-out evals at steps 0 and 3, and in between the two on the trained questions: SFT, then policy
+    assert len(calls) == 4
+    (sft_model, sft_q, sft_acc), (policy, pol_q, pol_acc) = calls[1], calls[2]
+    assert sft_model is not policy and sft_q == pol_q and len(sft_q) == 5
+    assert all(by_sum(q, 2) == [1.0, 0.0] for q in sft_q)  # only questions whose groups had signal
+    assert (fit[0]["trained_acc_sft"], fit[0]["trained_acc"]) == (sft_acc, pol_acc)
+    assert not any(p.requires_grad for p in sft_model.parameters())  # the frozen reference (beta > 0)
+
+
 def write_mini_task(d):
     """mini.jsonl: six questions, two of each outcome under by_sum (no held-out file: no held-out accuracy)."""
     with open(os.path.join(d, "mini.jsonl"), "w") as f:
@@ -723,9 +758,12 @@ def test_grpo_raises_heldout_accuracy(tmp_path, one_thread):
                                "--lr", "3e-4", "--min_lr", "3e-4", "--warmup_steps", "0", "--beta", "0.02",
                                "--eval_every", "-1", "--n_eval", "200", "--eval_batch", "200", "--log_every", "10"))
     acc = [h["heldout_acc"] for h in hist if "heldout_acc" in h]
-    print(f"held-out accuracy: SFT {acc[0]:.3f} → GRPO {acc[-1]:.3f}")
+    fit = next(h for h in hist if "trained_acc" in h)
+    print(f"held-out accuracy: SFT {acc[0]:.3f} → GRPO {acc[-1]:.3f}; on {fit['trained_n']} questions it trained "
+          f"on: {fit['trained_acc_sft']:.3f} → {fit['trained_acc']:.3f}")
     assert 0.2 <= acc[0] <= 0.6  # mediocre to start with: room to improve, and samples that get rewarded
     assert acc[-1] >= acc[0] + 0.10
+    assert fit["trained_n"] == 200 and fit["trained_acc"] >= fit["trained_acc_sft"] + 0.10
 
 
 def test_load_tasks_prefers_the_rl_questions(tmp_path):

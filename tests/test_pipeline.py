@@ -99,3 +99,6 @@ def test_report_has_every_section_and_matches_stage_outputs(smoke_run):
         {k: v["seconds"] for k, v in rep["stages"].items() if k != "report"}
     grpo = read(d / "checkpoint_mathlm_grpo.json")
     assert rep["grpo"]["reward_last"] == [h["reward"] for h in grpo["history"] if "reward" in h][-1]
+    fit = [h for h in grpo["history"] if "trained_acc" in h]  # the smoke run's groups had signal, or none
+    assert rep["grpo"].get("trained") == (fit and {"n": fit[-1]["trained_n"], "sft": fit[-1]["trained_acc_sft"],
+                                                   "grpo": fit[-1]["trained_acc"]} or None)

@@ -75,6 +75,7 @@ def write_checkpoints(d):
             "history": [{"step": 0, "heldout_acc": 0.3},
                         {"step": 1, "reward": 0.2, "pass@1": 0.2, "pass@G": 0.5, "zero_signal": 0.75, "tok_s": 900.0},
                         {"step": 2, "reward": 0.4, "pass@1": 0.4, "pass@G": 0.75, "zero_signal": 0.5, "tok_s": 1100.0},
+                        {"step": 3, "trained_n": 8, "trained_acc_sft": 0.25, "trained_acc": 0.875},
                         {"step": 3, "heldout_acc": 0.45}]}
     for name, ck in (("checkpoint", pre), ("checkpoint_mathlm", sft), ("checkpoint_mathlm_grpo", grpo)):
         (d / f"{name}.json").write_text(json.dumps(ck))
@@ -265,6 +266,9 @@ def test_grpo_curves_and_skipped(full_report):
     for png in ("report_grpo_reward.png", "report_grpo_signal.png", "report_pretrain_loss.png", "report_sft_loss.png"):
         assert (d / png).exists() and f"]({png})" in md
     assert "| pass@4 | 50.0% | 75.0% |" in md
+    # what GRPO fitted (its own signal questions) beside what carried over (held-out 30% → 45%)
+    assert g["trained"] == {"n": 8, "sft": 0.25, "grpo": 0.875}
+    assert "On 8 of the questions it trained on (right and wrong samples both seen), greedy: SFT 25.0% → GRPO 87.5%." in md
     assert rep["skipped"] == {"math": "no --data_source folder and the hub is unreachable"}
     assert "| math | no --data_source folder and the hub is unreachable |" in md
     assert rep["preset"] == "tiny"
