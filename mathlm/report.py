@@ -384,9 +384,9 @@ def grpo_section(grpo, out):
     fit = next((h for h in reversed(hist or []) if isinstance(h, dict) and "trained_acc" in h), None)
     if fit:  # what GRPO fitted, beside what carried over to new problems (the held-out row above)
         r["trained"] = {"n": fit.get("trained_n"), "sft": fit.get("trained_acc_sft"), "grpo": fit["trained_acc"]}
-        md += ["", f"On {fit.get('trained_n', '?')} of the questions it trained on (right and wrong samples both seen), greedy: "
-                   f"SFT {pct(fit.get('trained_acc_sft'))} → GRPO {pct(fit['trained_acc'])}. The held-out row "
-                   "is how much of that carries to problems GRPO never saw."]
+        md += ["", f"On {fit.get('trained_n', '?')} of the questions it trained on (right and wrong samples both "
+                   f"seen), greedy: SFT {pct(fit.get('trained_acc_sft'))} → GRPO {pct(fit['trained_acc'])}. The "
+                   "held-out row is how much of that carries to problems GRPO never saw."]
     md += [""] + [f"![{title}]({plots[k]})" for k, title in (("grpo", "GRPO reward"),
                                                              ("grpo_signal", "GRPO zero-signal")) if plots[k]]
     return r, {k: v for k, v in plots.items() if v}, md

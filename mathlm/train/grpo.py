@@ -927,7 +927,7 @@ def run(cfg):
     if bar is not None:
         bar.close()
     if step > start_step or not os.path.exists(cfg.out):
-        if dist.master and step > start_step and heldout:
+        if dist.master and step > start_step and heldout:  # beside the held-out number, or it says little
             # the SFT model is the frozen reference when beta > 0; else it is read again from --init_from
             sft_model = ref_model or model_from_checkpoint(load_checkpoint(cfg.init_from), device).eval()
             if roll_dtype != torch.float32:  # decoded as the policy is (sampler()): the same numbers for both
@@ -937,9 +937,9 @@ def run(cfg):
             if fit:
                 history.append({"step": step, "trained_n": fit["n"], "trained_acc_sft": fit["sft"],
                                 "trained_acc": fit["grpo"]})
-                print(f"questions it trained on ({fit['n']:,} of the {fit['of']:,} with right and wrong samples), greedy: SFT "
-                      f"{100 * fit['sft']:.1f}% → GRPO {100 * fit['grpo']:.1f}% (held-out below: how much of it "
-                      f"carries to new problems)")
+                print(f"questions it trained on ({fit['n']:,} of the {fit['of']:,} with right and wrong samples), "
+                      f"greedy: SFT {100 * fit['sft']:.1f}% → GRPO {100 * fit['grpo']:.1f}% (held-out below: how "
+                      f"much of it carries to new problems)")
         evaluate_and_save()
     if dist.master:
         print(f"wrote {cfg.out} (step {step:,}, {raw_model.num_params() / 1e6:.2f}M params)")
