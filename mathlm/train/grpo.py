@@ -452,7 +452,7 @@ class QuestionPool:
         strictly between 0 and 1), retired_solved, retired_unsolved, live."""
         recs = [r for recs in self.stats.values() for r in recs.values()]
         return {"questions": sum(len(rows) for rows in self.train.values()), "drawn": len(recs),
-                "edge": sum(0 < r[2] < r[1] for r in recs),
+                "edge": len(self.signal_keys()),
                 "retired_solved": sum(retired(r, self.solved, False) for r in recs),
                 "retired_unsolved": sum(retired(r, False, self.unsolved) for r in recs),
                 "live": sum(len(v) for v in self.live.values())}
@@ -697,12 +697,12 @@ def run(cfg):
     if dist.master:
         print(f"rollouts and held-out evals decode with {str(roll_dtype).replace('torch.', '')} weights")
 
-    def sampler():
-        """The current policy as rollouts decode it: itself in fp32, else a cast copy, made again each step
-        as the weights change (one copy reads the weights once, as one decoded token does)."""
+    def sampler(model=raw_model):
+        """The current policy (or another model) as rollouts decode it: itself in fp32, else a cast copy,
+        made again each step as the weights change (one copy reads the weights once, as one decoded token does)."""
         if roll_dtype == torch.float32:
-            return raw_model
-        return copy.deepcopy(raw_model).decode_dtype(roll_dtype)
+            return model
+        return copy.deepcopy(model).decode_dtype(roll_dtype)
     multiple = 64 if cfg.compile else 1  # compiled: a few padded lengths instead of a recompile per length
     logger = init_wandb(cfg.wandb, cfg.wandb_project, cfg.run_name, config_dict(cfg), dist.master)
     G, Q = cfg.group_size, cfg.questions_per_step
@@ -928,11 +928,10 @@ def run(cfg):
         bar.close()
     if step > start_step or not os.path.exists(cfg.out):
         if dist.master and step > start_step and heldout:  # beside the held-out number, or it says little
-            # the SFT model is the frozen reference when beta > 0; else it is read again from --init_from
+            # the SFT model (the frozen reference when beta > 0, else read again from --init_from), decoded as
+            # the policy is: the same numbers for both
             sft_model = ref_model or model_from_checkpoint(load_checkpoint(cfg.init_from), device).eval()
-            if roll_dtype != torch.float32:  # decoded as the policy is (sampler()): the same numbers for both
-                sft_model = copy.deepcopy(sft_model).decode_dtype(roll_dtype)
-            fit = fit_vs_transfer(pool, sft_model, sampler(), tok, cfg.max_new_tokens, cfg.n_eval, cfg.seed,
+            fit = fit_vs_transfer(pool, sampler(sft_model), sampler(), tok, cfg.max_new_tokens, cfg.n_eval, cfg.seed,
                                   cfg.eval_batch, device)
             if fit:
                 history.append({"step": step, "trained_n": fit["n"], "trained_acc_sft": fit["sft"],
